@@ -1,0 +1,21 @@
+"""Registry of model families: name -> ModelFamily instance.
+
+Adding a family: write its module (a ModelConfig and a ModelFamily subclass)
+and add one line to `_FAMILIES` below.
+"""
+
+from components.errors import PartitaError
+from components.models.base import ModelFamily
+
+_FAMILIES: tuple[ModelFamily, ...] = ()
+
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in _FAMILIES}
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise PartitaError(
+            f"unknown model family {name!r}",
+            f"set model.family to one of: {', '.join(sorted(FAMILIES)) or '(none registered)'}",
+        )
+    return FAMILIES[name]

@@ -1,0 +1,67 @@
+"""The small interface every model family implements.
+
+The generic trainer, the sweeps and the reports only ever talk to a family
+through `ModelFamily`: build a module from its config, compute the loss on a
+batch, evaluate on batches, optionally draw a figure. A new family is one
+module defining a `ModelConfig` subclass and a `ModelFamily` subclass, plus one
+line in `components.models.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Iterable, Literal
+
+import torch
+from components.schema import StrictModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Batch = dict[str, torch.Tensor]
+
+
+class ModelConfig(StrictModel):
+    family: str
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data it is trained on."""
+
+    input_shape: tuple[int, int, int]  # (channels, mel bins, frames)
+    pitches: tuple[int, ...]  # MIDI pitch vocabulary, ascending
+    programs: tuple[int, ...]  # GM program vocabulary, ascending
+    max_notes: int
+
+    @property
+    def n_pitches(self) -> int:
+        return len(self.pitches)
+
+    @property
+    def n_programs(self) -> int:
+        return len(self.programs)
+
+
+class ModelFamily(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]]
+    # the validation metric that picks the best checkpoint, and its direction
+    selection_metric: ClassVar[str]
+    selection_mode: ClassVar[Literal["min", "max"]]
+
+    @abstractmethod
+    def build(self, config: ModelConfig, data: DataSpec) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss and named scalars worth logging."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+        """Metrics over all batches (a whole split); `model` is in eval mode, no grad."""
+
+    def figure(self, model: torch.nn.Module, batch: Batch) -> "Figure | None":
+        """A picture of what the model does on a few examples, logged as an artifact."""
+        return None

@@ -1,0 +1,1 @@
+"""partita orchestration: configs, Ray runtime, Ray Data builds, training, sweeps, tracking."""
