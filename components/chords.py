@@ -55,6 +55,9 @@ class ChordRecipe(StrictModel):
     jsb_assignments: int = Field(9, gt=0, description="instrument assignments per chord in jsb-multi")
     single_program: int = Field(0, ge=0, le=127, description="GM program of the single-instrument sets")
     programs: tuple[int, ...] = Field((0, 40, 73), description="GM programs of the multi-instrument sets")
+    limit_chords: int | None = Field(
+        None, gt=0, description="keep only the first N chords of each split (quick demos and tests; not the paper's data)"
+    )
     velocity: int = Field(127, ge=1, le=127, description="music21 volume 1.0")
     note_seconds: float = Field(0.71, gt=0, description="note duration (the paper; the authors' code uses 0.5)")
     lead_silence: int = Field(4000, ge=0, description="zero samples prepended at the synth rate")
@@ -220,6 +223,8 @@ def chord_splits(name: str, recipe: ChordRecipe, jsb_table: np.ndarray | None = 
             chords["valid"] += shuffled[n_train : n_train + n_valid]
         source = {"chords": "jazznet-formulas"}
 
+    if recipe.limit_chords is not None:
+        chords = {split: rows[: recipe.limit_chords] for split, rows in chords.items()}
     pitches, programs = {}, {}
     assign_rng = np.random.default_rng(recipe.assignment_seed)
     for split in SPLITS:

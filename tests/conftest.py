@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated PARTITA_HOME, one Ray instance, small built data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+JSB_REFERENCE = SHARED / "reference" / "jsb" / "jsb-chorales-quarter.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    """Every test writes under a temporary PARTITA_HOME and the embedded SQLite MLflow."""
+    home = tmp_path_factory.mktemp("partita-home")
+    saved = {k: os.environ.get(k) for k in ("PARTITA_HOME", "PARTITA_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PARTITA_RAY_DASHBOARD")}
+    os.environ["PARTITA_HOME"] = str(home)
+    os.environ["PARTITA_RAY_DASHBOARD"] = "0"
+    for key in ("PARTITA_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        os.environ.pop(key, None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_session(isolated_home):
+    """One local Ray instance for the whole session (it takes 5-12 s to start)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def jsb_reference() -> Path:
+    if not JSB_REFERENCE.is_file():
+        pytest.skip(f"the czhuang JSB reference file is absent ({JSB_REFERENCE}); it lies in ../shared on the project's machines")
+    return JSB_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def small_chords(ray_session, tmp_path_factory) -> Path:
+    """A small jazznet-multi (40 chords per split, all instrument assignments), built on Ray Data."""
+    from components.datasets import DataConfig
+    from orchestration.data_build import build
+
+    root = tmp_path_factory.mktemp("data")
+    return build(DataConfig(name="jazznet-multi", root=str(root), chords={"limit_chords": 40}), workers=2)
