@@ -22,12 +22,14 @@ from components.chords import ChordRecipe
 from components.chord_features import ChordFeaturizer
 from components.errors import PartitaError
 from components.manifest import recipe_hash, sha256_bytes, sha256_file
+from components.multitrack.recipes import MultitrackRecipe, PianoDomainsRecipe
 from components.schema import StrictModel
 from components.soundfonts import checksum, resolve
 
 NOTES_SPLIT = "notes"  # chord data sets: one row per distinct (pitch, program), its spectrogram alone
 
-KNOWN_DATASETS = tuple(chords.CHORD_DATASETS)
+SLAKH_LIKE, PIANO_DOMAINS = "slakh-like", "piano-domains"
+KNOWN_DATASETS = (*chords.CHORD_DATASETS, SLAKH_LIKE, PIANO_DOMAINS)
 
 
 class DataConfig(StrictModel):
@@ -35,6 +37,8 @@ class DataConfig(StrictModel):
     root: str | None = Field(None, description="folder of built data sets (default $PARTITA_HOME/data)")
     jsb_json: str | None = Field(None, description="path of czhuang's jsb-chorales-quarter.json")
     chords: ChordRecipe = ChordRecipe()
+    multitrack: MultitrackRecipe = MultitrackRecipe()
+    pianos: PianoDomainsRecipe = PianoDomainsRecipe()
 
     @field_validator("name")
     @classmethod
@@ -68,6 +72,10 @@ class BuildPlan:
 
 def plan(config: DataConfig, sources: Path) -> BuildPlan:
     """The build plan of a data set; `sources` caches downloaded or derived source files."""
+    if config.name in (SLAKH_LIKE, PIANO_DOMAINS):
+        from components.multitrack import plans  # music21 and pretty_midi load only for these sets
+
+        return plans.plan_slakh_like(config, sources) if config.name == SLAKH_LIKE else plans.plan_piano_domains(config, sources)
     recipe = config.chords
     spec = chords.CHORD_DATASETS[config.name]
     soundfont = resolve(recipe.synth.soundfont)

@@ -11,6 +11,7 @@ block boundaries, so event times are quantised to whole blocks (1.45 ms at
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
@@ -111,17 +112,33 @@ class Synthesizer:
         for at, is_on, pitch, velocity in events:
             at = min(at, total)
             if at > position:
-                chunks.append(synth.get_samples(at - position))
+                chunks.append(self._samples(synth, at - position))
                 position = at
             if is_on:
                 synth.noteon(channel, pitch, velocity)
             else:
                 synth.noteoff(channel, pitch)
         if total > position:
-            chunks.append(synth.get_samples(total - position))
+            chunks.append(self._samples(synth, total - position))
         synth.delete()
-        stereo = np.concatenate(chunks).reshape(-1, 2).astype(np.float32) / 32768.0
+        stereo = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.float32)
         return stereo[:, 0].copy() if mono == "left" else stereo.mean(axis=1)
+
+    def _samples(self, synth, frames: int) -> np.ndarray:
+        """[frames, 2] float32 in [-1, 1].
+
+        fluid_synth_write_float, not pyfluidsynth's get_samples: the 16-bit path adds
+        dither drawn from the C library's rand() state, so the same note rendered in
+        two processes (two Ray workers) would differ around -90 dBFS.
+        """
+        out = np.empty((frames, 2), np.float32)
+        pointer = out.ctypes.data_as(ctypes.c_void_p)
+        status = self._fluidsynth._fl.fluid_synth_write_float(
+            ctypes.c_void_p(synth.synth), ctypes.c_int(frames), pointer, 0, 2, pointer, 1, 2
+        )
+        if status != 0:
+            raise RuntimeError("fluid_synth_write_float failed")
+        return out
 
     def close(self) -> None:
         if self._synth is not None:
