@@ -175,3 +175,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".partial")
     tmp.write_bytes(data)
     tmp.rename(path)
+
+
+def open_dataset(path: Path):
+    """A built data set ready for training: `.spec` (DataSpec) and `.split(name)`.
+
+    Each data kind has its reader; a split has `len()`, `batch(index)` and
+    `batches(batch_size, limit)` yielding the dict-of-tensors batches its model
+    families consume.
+    """
+    from components.chord_data import ChordData
+    from components.manifest import read_manifest
+
+    readers = {"chords": ChordData}
+    kind = read_manifest(path).get("kind")
+    if kind not in readers:
+        raise PartitaError(f"{path} holds a {kind!r} data set, which no trainable reader handles yet", "train on a chord data set")
+    return readers[kind](path)

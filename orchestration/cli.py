@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--workers", type=int, help="Ray actors (default: all CPUs)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, e.g. chords.note_seconds=0.5")
+    build.add_argument("--pieces", type=int, help="number of pieces (slakh-like, piano-domains)")
+    build.add_argument("--soundfonts", nargs="+", metavar="SOUNDFONT", help="names or .sf2/.sf3 paths the parts draw from (slakh-like)")
     build.set_defaults(run=_data_build)
 
     info = data.add_parser("info", help="counts, shapes and content hash of a built data set")
@@ -30,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     info.add_argument("--verify", action="store_true", help="also check every file against its checksum")
     info.set_defaults(run=_data_info)
+
+    listen = data.add_parser("listen", help="write a piece's mix and stems (slakh-like) or a piano rendering as WAV")
+    listen.add_argument("path", help="DIR/DATASET, e.g. data/slakh-like")
+    listen.add_argument("--index", type=int, default=0, help="row of the split, in example_id order")
+    listen.add_argument("--split", default="train")
+    listen.add_argument("--out", required=True, help="FILE.wav: the mix; each stem goes beside it as FILE.<n>-<name>.wav")
+    listen.set_defaults(run=_data_listen)
 
     args = parser.parse_args(argv)
     try:
@@ -47,6 +56,15 @@ def _data_build(args: argparse.Namespace) -> None:
     from orchestration.data_build import build
 
     overrides = list(args.set) + ([f"chords.jsb_source={args.jsb_source}"] if args.jsb_source else [])
+    recipe = {"slakh-like": "multitrack", "piano-domains": "pianos"}.get(args.name)
+    if (args.pieces is not None or args.soundfonts) and recipe is None:
+        raise PartitaError(f"--pieces and --soundfonts do not apply to {args.name}", "use them with slakh-like or piano-domains")
+    if args.pieces is not None:
+        overrides.append(f"{recipe}.pieces={args.pieces}")
+    if args.soundfonts:
+        if recipe != "multitrack":
+            raise PartitaError("--soundfonts applies to slakh-like", "choose piano-domains' pianos with --set pianos.train_pianos=[SOUNDFONT:PROGRAM,...]")
+        overrides.append(f"multitrack.soundfonts={json.dumps(args.soundfonts)}")
     config = load_data_config({"name": args.name, "root": args.out, "jsb_json": args.jsb_json}, overrides)
     build(config, force=args.force, workers=args.workers)
 
@@ -78,9 +96,42 @@ def _data_info(args: argparse.Namespace) -> None:
         print(f"  {split:>6}: {rows} rows")
     for column, shape in summary["shapes"].items():
         print(f"  {column}: {' x '.join(map(str, shape))}")
+    for split, hours in manifest.get("hours", {}).items():
+        print(f"  {split:>6}: {hours:.3f} hours of audio")
     print(f"  {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB")
     print(f"  content hash {summary['content_hash']}" + ("  (all files verified)" if args.verify else ""))
     print(f"  built {summary['built']} by {summary['code_version']}")
+
+
+def _data_listen(args: argparse.Namespace) -> None:
+    import re
+
+    import soundfile
+
+    from components.manifest import read_manifest
+    from components.multitrack import data
+
+    path, out = Path(args.path), Path(args.out)
+    kind = read_manifest(path).get("kind")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "multitrack":
+        piece = data.piece_from_row(data.row_at(path, args.split, kind, args.index))
+        soundfile.write(out, piece.mix(), piece.sample_rate, subtype="FLOAT")
+        print(f"{piece.name} ({args.split} #{args.index}, {piece.stems_pcm.shape[1] / piece.sample_rate:.1f} s): mix -> {out}")
+        for n, (name, audio) in enumerate(zip(piece.stem_names, piece.stems)):
+            stem = out.with_name(f"{out.stem}.{n}-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}.wav")
+            soundfile.write(stem, audio, piece.sample_rate, subtype="FLOAT")
+            print(f"  {name}: program {piece.programs[n]}{' (drum kit)' if piece.is_drum[n] else ''}, {piece.stem_classes[n]}, {piece.soundfonts[n]} -> {stem}")
+    elif kind == "piano-domains":
+        from components.multitrack.pianos import PianoRenderer
+
+        rendering = data.rendering_from_row(data.row_at(path, args.split, kind, args.index))
+        renderer = PianoRenderer(read_manifest(path)["recipe"]["pianos"])
+        audio = renderer.render_audio(rendering.notes, rendering.piano, rendering.seconds)
+        soundfile.write(out, audio, renderer.recipe.sample_rate, subtype="FLOAT")
+        print(f"{rendering.piece} on {rendering.piano} ({args.split} #{args.index}, re-rendered) -> {out}")
+    else:
+        raise PartitaError(f"{path} is a {kind} data set; listen plays slakh-like and piano-domains sets", "pass one of those")
 
 
 if __name__ == "__main__":

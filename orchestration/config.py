@@ -103,11 +103,20 @@ class ExperimentConfig(StrictModel):
         return get_family(value["family"]).config_class.model_validate(value)
 
     @model_validator(mode="after")
-    def _sweep_keys_exist(self) -> "ExperimentConfig":
+    def _sweep_values_valid(self) -> "ExperimentConfig":
+        """Every swept key exists and every grid value is valid there: fail before any trial runs."""
         for key in [*self.sweep.grid, *self.sweep.space]:
             if key.split(".")[0] not in ("data", "model", "train"):
                 raise ValueError(f"sweep key {key!r} must be under data, model or train")
             _check_key(self.to_dict(), key)
+        for key, values in self.sweep.grid.items():
+            for value in values:
+                tree = self.to_dict() | {"sweep": {}}
+                _set(tree, key, value)
+                try:
+                    ExperimentConfig.model_validate(tree)
+                except ValidationError as err:
+                    raise ValueError(f"grid value {value!r} of {key!r} is invalid: {_describe(err).removeprefix('config error: ')}") from None
         return self
 
     def to_dict(self) -> dict:
@@ -146,7 +155,7 @@ def load_data_config(fields: dict, overrides: list[str] = ()) -> DataConfig:
     try:
         return DataConfig.model_validate(tree)
     except ValidationError as err:
-        raise PartitaError(_describe(err, tree).replace("config error: ", "config error: data."), _fix(err)) from None
+        raise PartitaError(_describe(err).replace("config error: ", "config error: data."), _fix(err)) from None
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -181,10 +190,10 @@ def validate(tree: dict) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as err:
-        raise PartitaError(_describe(err, tree), _fix(err)) from None
+        raise PartitaError(_describe(err), _fix(err)) from None
 
 
-def _describe(err: ValidationError, tree: dict) -> str:
+def _describe(err: ValidationError) -> str:
     problems = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
@@ -194,7 +203,7 @@ def _describe(err: ValidationError, tree: dict) -> str:
             problems.append(f"missing key {key!r}")
         else:
             message = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{key} = {e.get('input')!r}: {message}")
+            problems.append(f"{key} = {e.get('input')!r}: {message}" if key else message)
     return "config error: " + "; ".join(problems)
 
 
@@ -242,6 +251,10 @@ def _check_key(tree: dict, key: str) -> None:
 
 
 def _set(tree: dict, key: str, value: Any) -> None:
+    for free in _FREE_FORM:  # sweep.grid.model.mask_norm -> grid["model.mask_norm"]
+        if key.startswith(free + "."):
+            _set(tree, free, {**_get(tree, free), key[len(free) + 1 :]: value})
+            return
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -249,6 +262,13 @@ def _set(tree: dict, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise PartitaError(f"cannot set {key!r}: {part!r} is a value, not a section", "check the key")
     node[parts[-1]] = value
+
+
+def _get(tree: dict, key: str) -> dict:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
 
 
 def _merge(into: dict, update: dict) -> dict:

@@ -14,17 +14,29 @@ def init_ray(num_cpus: int | None = None) -> None:
     """
     import ray
 
+    from orchestration import paths
+    from orchestration.tracking import tracking_uri
+    from orchestration.versions import code_version
+
     if ray.is_initialized():
         return
-    quiet = {"log_to_driver": True, "logging_level": logging.WARNING}
+    # Workers see the driver's resolved locations and code version, whatever their
+    # working directory or copy of the code. Variables already set (a job's own
+    # runtime_env) are left alone: Ray refuses conflicting values.
+    env = {"PARTITA_HOME": str(paths.home()), "MLFLOW_TRACKING_URI": tracking_uri(), "PARTITA_CODE_VERSION": code_version()}
+    common = {
+        "runtime_env": {"env_vars": {k: v for k, v in env.items() if k not in os.environ}},
+        "log_to_driver": True,
+        "logging_level": logging.WARNING,
+    }
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **quiet)
+        ray.init(address=os.environ["RAY_ADDRESS"], **common)
     else:
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=os.environ.get("PARTITA_RAY_DASHBOARD", "1") == "1",
             dashboard_host="127.0.0.1",
-            **quiet,
+            **common,
         )
 
 

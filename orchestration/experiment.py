@@ -1,0 +1,79 @@
+"""What every experiment script shares: its options, its config, its exit codes.
+
+A script in experiments/ is a thin entry point: it names its model family, its
+sweep file and its paper table, and calls `run()`. Scripts expose
+`build_parser()` so tools (and tests) can check options without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from components.errors import PartitaError
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+CONFIGS = EXPERIMENTS / "configs"
+PRESETS = ("smoke", "cpu", "paper")
+
+
+def experiment_parser(description: str, default_dataset: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=PRESETS, default="cpu", help="model size and schedule: smoke (seconds), cpu (this laptop), paper (GPU cluster); default cpu")
+    parser.add_argument("--dataset", default=default_dataset, help=f"data set to train on (default {default_dataset}); built first if missing")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds per grid cell (default: the sweep file's, 5 as in the paper)")
+    parser.add_argument("--search", choices=["grid", "optuna"], help="grid (default) or an Optuna search over sweep.space")
+    parser.add_argument("--samples", type=int, help="Optuna trials")
+    parser.add_argument("--jsb-json", help="czhuang jsb-chorales-quarter.json, for JSB data sets")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML merged over the preset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=3e-4")
+    parser.add_argument("--name", help="sweep name (default: script, data set, preset and a hash of the config, so a rerun resumes)")
+    return parser
+
+
+def load_experiment(args: argparse.Namespace, family: str, sweep_file: Path, extra_overrides: list[str] = ()):
+    from orchestration.config import load_config
+
+    files = [CONFIGS / family / f"{args.preset}.yaml", sweep_file, *args.config]
+    overrides = []
+    if args.seeds:
+        overrides.append(f"sweep.seeds={json.dumps(args.seeds)}")
+    if args.search:
+        overrides.append(f"sweep.search={args.search}")
+    if args.samples:
+        overrides.append(f"sweep.num_samples={args.samples}")
+    if args.jsb_json:
+        overrides.append(f"data.jsb_json={Path(args.jsb_json).resolve()}")
+    return load_config(files, [*extra_overrides, *overrides, *args.set], base={"data": {"name": args.dataset}})
+
+
+def sweep_name(script: str, args: argparse.Namespace, config) -> str:
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return args.name or f"{script}-{config.data.name}-{args.preset}-{digest}"
+
+
+def scale_note(config, preset: str) -> str:
+    train = config.train
+    seeds = len(config.sweep.seeds)
+    return f"preset {preset}: {train.steps} steps, batch {train.batch_size}, {seeds} seed{'s' * (seeds > 1)}"
+
+
+def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[], None]:
+    """Run `main` and exit: 0 done, 1 no trial finished, 2 a problem with the input (one line)."""
+
+    def run() -> None:
+        try:
+            code = main(None)
+        except PartitaError as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            code = 130
+        sys.exit(code)
+
+    return run

@@ -1,0 +1,196 @@
+"""Sweeps on Ray Tune: a grid (ablations x seeds) or an Optuna search, one MLflow parent run.
+
+Each trial is a small driver function that trains one config through
+`trainer.train` (a TorchTrainer of its own), logged as a child run of the
+sweep's parent run so MLflow's compare view lines the trials up. Names are
+deterministic: running the same sweep again resumes unfinished trials from
+their checkpoints and returns finished ones at once.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from components.errors import PartitaError
+from components.models import get_family
+from orchestration import paths
+from orchestration.config import ExperimentConfig, validate
+from orchestration.data_build import build
+from orchestration.runtime import init_ray
+from orchestration.tracking import RUN_KEY_TAG, RunLogger, client, ensure_experiment, find_or_create_run, run_record, tracking_uri
+
+
+@dataclass
+class TrialOutcome:
+    values: dict[str, Any]  # the swept values, seed included
+    status: str  # "finished" or "failed"
+    test: dict[str, float] = field(default_factory=dict)
+    valid: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def cell(self) -> tuple:
+        """The grid cell: swept values except the seed."""
+        return tuple(sorted((k, v) for k, v in self.values.items() if k != "train.seed"))
+
+
+@dataclass
+class SweepResult:
+    name: str
+    parent_run_id: str
+    experiment_id: str
+    trials: list[TrialOutcome]
+
+
+def trial_key(sweep: str, values: dict[str, Any]) -> str:
+    return f"{sweep}/" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(values.items()))
+
+
+def search_space(config: ExperimentConfig) -> dict[str, Any]:
+    from ray import tune
+
+    sweep = config.sweep
+    if sweep.search == "grid":
+        space = {key: tune.grid_search(values) for key, values in sweep.grid.items()}
+        space["train.seed"] = tune.grid_search(sweep.seeds)
+        return space
+    distributions = {
+        "loguniform": lambda p: tune.loguniform(p.low, p.high),
+        "uniform": lambda p: tune.uniform(p.low, p.high),
+        "int": lambda p: tune.randint(int(p.low), int(p.high) + 1),
+        "categorical": lambda p: tune.choice(p.choices),
+    }
+    if not sweep.space:
+        raise PartitaError("an optuna search needs sweep.space", "add e.g. --set sweep.space.train.lr='{type: loguniform, low: 1e-5, high: 1e-3}'")
+    space = {key: distributions[p.type](p) for key, p in sweep.space.items()}
+    # Optuna tunes continuous knobs; grid keys still cross with it as fixed choices per trial
+    space |= {key: tune.choice(values) for key, values in sweep.grid.items()}
+    space["train.seed"] = sweep.seeds[0]
+    return space
+
+
+def concurrency(config: ExperimentConfig) -> int:
+    import ray
+
+    if config.sweep.max_concurrent_trials:
+        return config.sweep.max_concurrent_trials
+    train = config.train
+    resources = ray.cluster_resources()
+    if train.use_gpu:
+        return max(1, int(resources.get("GPU", 0)) // train.num_workers)
+    return max(1, int(resources.get("CPU", 1)) // (train.num_workers * train.cpus_per_worker))
+
+
+def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
+    """Run every trial of `config.sweep` and return their outcomes (failed ones included)."""
+    from ray import tune
+
+    uri = tracking_uri()
+    experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
+    init_ray()
+    data_path = build(config.data)
+    from components.manifest import read_manifest
+
+    manifest = read_manifest(data_path)
+    params, tags = run_record(config.to_dict(), manifest)
+    parent_id = find_or_create_run(experiment_id, f"sweep:{name}", name, tags | {"partita.kind": "sweep"}, uri)
+    parent = RunLogger(parent_id, uri)
+    parent.params(params)
+    parent.json(config.to_dict(), "sweep_config.json")
+
+    family = get_family(config.model.family)
+    metric, mode = f"val/{family.selection_metric}", family.selection_mode
+    base = config.to_dict()
+
+    def trial(values: dict[str, Any]) -> None:
+        from orchestration.trainer import train
+
+        trial_config = validate(base).with_values(values)
+        outcome = train(
+            trial_config,
+            run_key=trial_key(name, values),
+            run_name=trial_key(name, values).split("/", 1)[1],
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+            in_tune=True,
+        )
+        tune.report({f"test/{k}": v for k, v in outcome["test"].items()} | {f"val/{k}": v for k, v in outcome["valid"].items()} | {"done": 1})
+
+    search_alg = None
+    if config.sweep.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(metric=metric, mode=mode, seed=config.sweep.seeds[0])
+    tuner = tune.Tuner(
+        # the trial driver only waits on its TorchTrainer, whose workers hold the CPUs
+        tune.with_resources(trial, {"cpu": 0}),
+        param_space=search_space(config),
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            metric=metric,
+            mode=mode,
+            num_samples=config.sweep.num_samples if config.sweep.search == "optuna" else 1,
+            max_concurrent_trials=concurrency(config),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(paths.runs_root() / "tune"), verbose=1),
+    )
+    results = tuner.fit()
+
+    trials = []
+    for result in results:
+        values = {k: v for k, v in (result.config or {}).items()}
+        metrics = result.metrics or {}
+        if result.error is None and metrics.get("done"):
+            trials.append(
+                TrialOutcome(
+                    values,
+                    "finished",
+                    test={k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")},
+                    valid={k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("val/")},
+                )
+            )
+        else:
+            error = _error_line(result.error)
+            trials.append(TrialOutcome(values, "failed", error=error))
+            _mark_failed(experiment_id, trial_key(name, values), error, uri)
+    parent.metrics({"trials_finished": sum(t.status == "finished" for t in trials), "trials_failed": sum(t.status == "failed" for t in trials)}, 0)
+    return SweepResult(name, parent_id, experiment_id, trials)
+
+
+def _error_line(error: BaseException | None) -> str:
+    if error is None:
+        return "the trial ended without reporting results"
+    text = str(error)
+    # Ray wraps the trial's exception; the user's message is the last non-empty line that names it
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line[:2000]
+    return (lines[-1] if lines else type(error).__name__)[:2000]
+
+
+def _mark_failed(experiment_id: str, run_key: str, error: str, uri: str) -> None:
+    """A trial that died without closing its MLflow run (its process was killed) is marked failed."""
+    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    if runs and runs[0].info.status == "RUNNING":
+        RunLogger(runs[0].info.run_id, uri).finish("FAILED", error)
+
+
+def cell_statistics(trials: list[TrialOutcome], split: str = "test") -> dict[tuple, dict[str, tuple[float, float, int]]]:
+    """cell -> metric -> (mean, std over seeds, number of finished seeds)."""
+    cells: dict[tuple, list[TrialOutcome]] = {}
+    for trial in trials:
+        cells.setdefault(trial.cell, []).append(trial)
+    stats = {}
+    for cell, members in cells.items():
+        finished = [getattr(t, split) for t in members if t.status == "finished"]
+        names = sorted({name for metrics in finished for name in metrics})
+        stats[cell] = {}
+        for name in names:
+            values = [m[name] for m in finished if name in m]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            stats[cell][name] = (statistics.fmean(values), std, len(values))
+        stats[cell]["_trials"] = (float(len(members)), 0.0, len(finished))
+    return stats

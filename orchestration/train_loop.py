@@ -1,0 +1,200 @@
+"""What each Ray Train worker runs: the generic training loop for any model family.
+
+The family supplies build / loss / evaluate / figure; this loop supplies the
+rest: DDP (gloo on CPU, nccl on GPU, via prepare_model), bf16 autocast on GPU,
+warm-up + cosine learning rate, gradient clipping, a step-based and resumable
+data order, validation and checkpoints every `eval_every` steps, the best state
+by the family's selection metric, and a final test evaluation. Only rank 0
+evaluates and logs to MLflow; a non-finite loss stops every rank together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+OUTCOME = "outcome.json"  # in the final checkpoint: how the run ended, and its test metrics
+STATE = "state.pt"
+
+
+def lr_factor(step: int, warmup: int, decay: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 over `decay` steps (constant if decay is 0)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if not decay:
+        return 1.0
+    progress = min(1.0, (step - warmup) / decay)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's example order for an epoch: a seeded permutation, dealt round-robin."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    usable = n - n % world  # equal shares keep the ranks' step counts equal
+    return torch.randperm(n, generator=generator)[:usable][rank::world]
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int, rank: int, world: int) -> torch.Tensor:
+    """Indices of this rank's batch at `step`; depends only on the step, so resuming is exact."""
+    per_epoch = max(1, (n // world) // batch)
+    epoch, offset = divmod(step, per_epoch)
+    return epoch_order(n, seed, epoch, rank, world)[offset * batch : (offset + 1) * batch]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from components.datasets import open_dataset
+    from components.errors import PartitaError
+    from components.models import get_family
+    from orchestration.config import validate
+    from orchestration.tracking import RunLogger
+
+    config = validate(loop_config["config"])
+    train = config.train
+    family = get_family(config.model.family)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(train.cpus_per_worker)
+    device = ray.train.torch.get_device()
+    amp = train.amp and device.type == "cuda"
+
+    data = open_dataset(Path(loop_config["data_path"]))
+    train_split = data.split("train")
+    per_worker = train.batch_size // world
+    if len(train_split) < per_worker * world:
+        raise PartitaError(
+            f"the train split has {len(train_split)} examples, fewer than one batch of {train.batch_size}",
+            "lower train.batch_size or build a bigger data set",
+        )
+    eval_splits = {name: data.split(name) for name in ("valid", "test")} if rank == 0 else {}
+
+    torch.manual_seed(train.seed)  # identical initial weights on every rank
+    model = family.build(config.model, data.spec)
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, train.decay_steps))
+
+    step, best_valid, best_state = 0, None, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            path = Path(folder) / STATE
+            if not path.is_file():
+                raise PartitaError(f"checkpoint {checkpoint.path} has no {STATE}", "delete the run's folder under runs/train to start over")
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, best_valid, best_state = state["step"], state["best_valid"], state["best_state"]
+        if rank == 0:
+            print(f"resuming at step {step} from {checkpoint.path}", flush=True)
+
+    logger = RunLogger(loop_config["run_id"], loop_config["tracking_uri"]) if rank == 0 else None
+    selection, mode = family.selection_metric, family.selection_mode
+
+    def evaluate(split: str) -> dict[str, float]:
+        core.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            batches = (to_device(b, device) for b in eval_splits[split].batches(per_worker * 4, train.eval_examples))
+            metrics = family.evaluate(core, batches)
+        core.train()
+        return metrics
+
+    def save_and_report(metrics: dict, outcome: dict | None = None) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            if rank == 0:
+                state = {
+                    "model": core.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "step": step,
+                    "best_valid": best_valid,
+                    "best_state": best_state,
+                }
+                torch.save(state, Path(folder) / STATE)
+                if outcome is not None:
+                    (Path(folder) / OUTCOME).write_text(json.dumps(outcome))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+
+    model.train()
+    running, started, last_log = {}, time.perf_counter(), step
+    while step < train.steps:
+        index = batch_indices(len(train_split), per_worker, train.seed, step, rank, world)
+        batch = to_device(train_split.batch(index), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, logs = family.loss(model, batch)
+        finite = torch.tensor([float(torch.isfinite(loss))], device=device)
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            reason = (
+                f"the training loss became {loss.item()} at step {step}; "
+                "lower train.lr, keep train.grad_clip on, or check the data"
+            )
+            if rank == 0:
+                print(f"stopping: {reason}", flush=True)
+            save_and_report({"step": step, "failed": 1.0}, {"status": "failed", "reason": reason, "step": step})
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip))
+        optimizer.step()
+        schedule.step()
+        step += 1
+        for key, value in logs.items():
+            running[key] = running.get(key, 0.0) + float(value)
+
+        if rank == 0 and (step % train.log_every == 0 or step == train.steps):
+            elapsed = time.perf_counter() - started
+            count = step - last_log
+            averaged = {f"train/{k}": v / count for k, v in running.items()}
+            averaged["train/lr"] = schedule.get_last_lr()[0]
+            averaged["train/samples_per_s"] = count * train.batch_size / max(elapsed, 1e-9)
+            logger.metrics(averaged, step)
+            print(f"step {step}/{train.steps}  loss {averaged.get('train/loss', float('nan')):.4g}  {averaged['train/samples_per_s']:.1f} samples/s", flush=True)
+            running, started, last_log = {}, time.perf_counter(), step
+
+        if step % train.eval_every == 0 or step == train.steps:
+            metrics = {"step": step}
+            if rank == 0:
+                valid = evaluate("valid")
+                best = None if best_valid is None else best_valid[selection]
+                if best is None or (valid[selection] > best if mode == "max" else valid[selection] < best):
+                    best_valid = valid
+                    best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                shown = {f"val/{k}": v for k, v in valid.items()} | {f"val/best_{selection}": best_valid[selection]}
+                logger.metrics(shown, step)
+                metrics |= shown
+                print(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in valid.items()), flush=True)
+            if step < train.steps:
+                save_and_report(metrics)
+
+    # the end (also reached at once when a finished run is started again)
+    outcome = {"status": "finished", "step": step}
+    final = {"step": step}
+    if rank == 0:
+        if best_state is not None:
+            core.load_state_dict(best_state)
+        test = evaluate("test")
+        valid = best_valid or evaluate("valid")
+        logger.metrics({f"test/{k}": v for k, v in test.items()} | {f"best_val/{k}": v for k, v in valid.items()}, step)
+        figure = family.figure(core, to_device(eval_splits["test"].batch(torch.arange(min(4, len(eval_splits["test"])))), device))
+        if figure is not None:
+            logger.figure(figure, "figures/test_decomposition.png")
+        outcome |= {"test": test, "valid": valid}
+        final |= {f"test/{k}": v for k, v in test.items()} | {f"val/{k}": v for k, v in valid.items()}
+    save_and_report(final, outcome)
