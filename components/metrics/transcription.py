@@ -162,7 +162,7 @@ def evaluate_notes(
                 note_scores(merged_reference, merged_estimate, offset_ratio=offset_ratio, onset_tolerance=onset_tolerance)
             )
             for instrument, (ref, est) in notes.items():
-                ratio = offset_ratio
+                ratio = None if instrument in drums else offset_ratio
                 records[criterion].append((piece, instrument, note_scores(ref, est, offset_ratio=ratio, onset_tolerance=onset_tolerance)))
     if not flat["note"]:
         raise ValueError("no pieces to evaluate")
