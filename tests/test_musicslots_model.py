@@ -20,6 +20,15 @@ TINY = dict(
 FAMILY = get_family("musicslots")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**overrides):
     torch.manual_seed(0)
     return FAMILY.build(MusicSlotsConfig(**{**TINY, **overrides}), SPEC)

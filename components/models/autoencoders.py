@@ -75,12 +75,8 @@ def max_doublings(size: tuple[int, int]) -> int:
     return n
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _spectrogram_size(data: DataSpec) -> tuple[int, int]:
-    return data.input_shape[1], data.input_shape[2]
 
 
 # --- multi-hot targets: one bit per (instrument, pitch) ---------------------------
@@ -131,7 +127,7 @@ class VAEConfig(ConvEncoderFields):
     @classmethod
     def _positive_beta(cls, beta: float) -> float:
         if not beta > 0:
-            raise ValueError(f"beta must be > 0 (it weights the KL term of the ELBO); for a model without the KL term use family 'autoencoder'")
+            raise ValueError("beta must be > 0 (it weights the KL term of the ELBO); for a model without the KL term use family 'autoencoder'")
         return beta
 
 
@@ -148,7 +144,7 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, config: ConvEncoderFields, data: DataSpec):
         super().__init__()
-        size = _spectrogram_size(data)
+        size = tuple(data.input_shape[1:])
         if max_doublings(size) < config.layers:
             raise PartitaError(
                 f"{config.family}: {config.layers} stride-2 layers cannot be mirrored back to {size[0]}x{size[1]} spectrograms",
@@ -257,7 +253,7 @@ class _ReconstructionFamily(ModelFamily):
         totals, count = {}, 0
         with torch.no_grad():
             for batch in batches:
-                chord_db = batch["chord_db"].to(_device(model))
+                chord_db = batch["chord_db"].to(model_device(model))
                 for name, value in self.terms(model, chord_db).items():
                     totals[name] = totals.get(name, 0.0) + value.item() * len(chord_db)
                 count += len(chord_db)
@@ -267,7 +263,7 @@ class _ReconstructionFamily(ModelFamily):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        chord_db = batch["chord_db"][:examples].to(_device(model))
+        chord_db = batch["chord_db"][:examples].to(model_device(model))
         with torch.no_grad():
             recon_db = model(chord_db)["recon_db"]
         fig = Figure(figsize=(4.0, 2.4 * len(chord_db)), layout="constrained")
@@ -324,7 +320,7 @@ class SupervisedCNNFamily(ModelFamily):
         loss, correct, count = 0.0, 0.0, 0
         with torch.no_grad():
             for batch in batches:
-                batch = {key: value.to(_device(model)) for key, value in batch.items()}
+                batch = {key: value.to(model_device(model)) for key, value in batch.items()}
                 logits, target = model(batch["chord_db"]), model.target(batch)
                 loss += F.binary_cross_entropy_with_logits(logits, target).item() * len(logits)
                 correct += chord_accuracy(logits, target).sum().item()

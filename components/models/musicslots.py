@@ -22,12 +22,12 @@ from torch import nn
 from components.errors import PartitaError
 from components.features import FeatureConfig
 from components.metrics.slots import match_notes
-from components.models.autoencoders import Kernel, conv_output_size, conv_stack, deconv_stack, max_doublings, upsampled_size
+from components.models.autoencoders import Kernel, conv_output_size, conv_stack, deconv_stack, max_doublings, model_device, upsampled_size
 from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily
 
 MASK_DB = FeatureConfig().mask_db  # the data's absolute mask level, for mIoU
 AMIN_DB = -100.0  # 10 log10(amin = 1e-10), the floor of amplitude_to_DB
-DB_PER_NEPER = 10.0 / math.log(10.0)  # 10 log10(p) = DB_PER_NEPER * ln(p)
+DB_PER_LN = 10.0 / math.log(10.0)  # 10 log10(p) = DB_PER_LN * ln(p)
 
 
 class MusicSlotsConfig(ModelConfig):
@@ -137,7 +137,7 @@ class SlotAttention(nn.Module):
 class BroadcastDecoder(nn.Module):
     """[B, K, slot_size] -> [B, K, channels, F, T], each slot decoded independently."""
 
-    def __init__(self, config: MusicSlotsConfig, data: DataSpec, out_channels: int):
+    def __init__(self, config: MusicSlotsConfig, out_channels: int):
         super().__init__()
         self.grid = config.decoder_grid
         self.pos = SoftPositionEmbedding(config.slot_size, *self.grid)
@@ -176,11 +176,11 @@ def compose(slot_db: torch.Tensor, alpha_logits: torch.Tensor | None, mask_norm:
         log_alpha = F.logsigmoid(alpha_logits)
     else:
         raise ValueError(f"unknown mask_norm {mask_norm!r}")
-    contribution_db = slot_db + DB_PER_NEPER * log_alpha
+    contribution_db = slot_db + DB_PER_LN * log_alpha
     # logsumexp over slots, written out: torch.logsumexp is ~10x slower on CPU for
     # this layout. The shift is detached because the result does not depend on it.
     peak = contribution_db.detach().amax(dim=1, keepdim=True)
-    recon_db = peak + DB_PER_NEPER * ((contribution_db - peak) / DB_PER_NEPER).exp().sum(1, keepdim=True).log()
+    recon_db = peak + DB_PER_LN * ((contribution_db - peak) / DB_PER_LN).exp().sum(1, keepdim=True).log()
     return {
         "recon_db": floor_db(recon_db, top_db),
         "slots_db": floor_db(contribution_db, top_db),
@@ -204,7 +204,7 @@ class MusicSlots(nn.Module):
         self.mask_norm, self.top_db = config.mask_norm, config.top_db
         self.encoder = Encoder(config, data)
         self.slot_attention = SlotAttention(config)
-        self.decoder = BroadcastDecoder(config, data, out_channels=1 if config.mask_norm == "none" else 2)
+        self.decoder = BroadcastDecoder(config, out_channels=1 if config.mask_norm == "none" else 2)
 
     def forward(self, chord_db: torch.Tensor) -> dict[str, torch.Tensor]:
         """chord_db [B, 1, F, T] -> recon_db [B, 1, F, T], slots_db / decoded_db / alphas [B, K, F, T], slots [B, K, D].
@@ -213,14 +213,10 @@ class MusicSlots(nn.Module):
         decoded_db the decoder's raw dB output before the alpha weights.
         """
         slots = self.slot_attention(self.encoder(chord_db))
-        decoded = self.decoder(slots)
+        decoded = self.decoder(slots).float()  # compose in float32 even under bf16 autocast: dB values need the mantissa
         slot_db = decoded[:, :, 0]
         alpha_logits = decoded[:, :, 1] if self.mask_norm != "none" else None
         return {**compose(slot_db, alpha_logits, self.mask_norm, self.top_db), "decoded_db": slot_db, "slots": slots}
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 class MusicSlotsFamily(ModelFamily):
@@ -243,7 +239,7 @@ class MusicSlotsFamily(ModelFamily):
         note_mse, iou, loss_sum = [], [], 0.0
         with torch.no_grad():
             for batch in batches:
-                chord_db = batch["chord_db"].to(_device(model))
+                chord_db = batch["chord_db"].to(model_device(model))
                 out = model(chord_db)
                 loss_sum += F.mse_loss(out["recon_db"], chord_db, reduction="none").flatten(1).mean(1).sum().item()
                 matching = match_notes(out["slots_db"], batch["note_db"].to(chord_db.device), batch["note_valid"], MASK_DB)
@@ -257,7 +253,7 @@ class MusicSlotsFamily(ModelFamily):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        chord_db = batch["chord_db"][:examples].to(_device(model))
+        chord_db = batch["chord_db"][:examples].to(model_device(model))
         with torch.no_grad():
             out = model(chord_db)
         note_db, note_valid = batch["note_db"][:examples], batch["note_valid"][:examples]
@@ -271,22 +267,23 @@ class MusicSlotsFamily(ModelFamily):
         for ax in axes.flat:
             ax.set_axis_off()
         for i in range(n):
+            top, bottom = axes[2 * i], axes[2 * i + 1]
             vmax = max(0.0, float(chord_db[i].max()))
-
-            def show(ax, image, title):
-                ax.imshow(image.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=AMIN_DB, vmax=vmax)
-                ax.set_title(title, fontsize=7)
-
-            show(axes[2 * i, 0], chord_db[i, 0].cpu(), f"chord {i}")
-            show(axes[2 * i, 1], out["recon_db"][i, 0].cpu(), "reconstruction")
+            _show(top[0], chord_db[i, 0].cpu(), f"chord {i}", vmax)
+            _show(top[1], out["recon_db"][i, 0].cpu(), "reconstruction", vmax)
             for k in range(num_slots):
-                show(axes[2 * i, k + 2], slots_db[i, k], f"slot {k}")
+                _show(top[k + 2], slots_db[i, k], f"slot {k}", vmax)
             for note, k in enumerate(matching.mse_slot[i]):
                 if k >= 0:
                     mse = float((note_db[i, note] - slots_db[i, k]).pow(2).mean())
-                    show(axes[2 * i + 1, k + 2], note_db[i, note], f"note {note} (MSE {mse:.1f})")
-            axes[2 * i + 1, 0].text(0, 0.5, f"note MSE {matching.note_mse[i]:.1f}\nIoU {matching.iou[i]:.2f}", fontsize=8, transform=axes[2 * i + 1, 0].transAxes)
+                    _show(bottom[k + 2], note_db[i, note], f"note {note} (MSE {mse:.1f})", vmax)
+            bottom[0].text(0, 0.5, f"note MSE {matching.note_mse[i]:.1f}\nIoU {matching.iou[i]:.2f}", fontsize=8, transform=bottom[0].transAxes)
         return fig
+
+
+def _show(ax, image: torch.Tensor, title: str, vmax: float) -> None:
+    ax.imshow(image.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=AMIN_DB, vmax=vmax)
+    ax.set_title(title, fontsize=7)
 
 
 MUSICSLOTS = MusicSlotsFamily()
