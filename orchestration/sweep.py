@@ -124,8 +124,10 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
 
         search_alg = OptunaSearch(metric=metric, mode=mode, seed=config.sweep.seeds[0])
     tuner = tune.Tuner(
-        # the trial driver only waits on its TorchTrainer, whose workers hold the CPUs
-        tune.with_resources(trial, {"cpu": 0}),
+        # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs;
+        # a CPU for it too would leave one trial's workers unschedulable on 2 cores.
+        # (Tune refuses an empty request, hence a token amount of memory.)
+        tune.with_resources(trial, {"cpu": 0, "memory": 64 * 1024**2}),
         param_space=search_space(config),
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
