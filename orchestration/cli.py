@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from components.errors import PartitaError
+from orchestration import mlflow_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     listen.add_argument("--split", default="train")
     listen.add_argument("--out", required=True, help="FILE.wav: the mix; each stem goes beside it as FILE.<n>-<name>.wav")
     listen.set_defaults(run=_data_listen)
+
+    mlflow_server.add_commands(commands)
 
     args = parser.parse_args(argv)
     try:

@@ -57,16 +57,7 @@ def artifacts_dir() -> Path:
 
 
 def client_uri(host: str, port: int) -> str:
-    """The MLFLOW_TRACKING_URI clients use for a server bound to host:port."""
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()  # reachable from other machines; 127.0.0.1 works on this one
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def _probe_uri(host: str, port: int) -> str:
-    """Where this machine reaches a server bound to host:port."""
+    """The MLFLOW_TRACKING_URI with which this machine reaches a server bound to host:port."""
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -185,19 +176,31 @@ def _tail(log_path: Path | None, lines: int = 15) -> str:
 
 
 def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    """End a server started by `start` in the background, and its process group; SIGKILL after `timeout`."""
-    if process.poll() is None or _group_alive(process.pid):
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+    """End a server started by `start`, and in the background case every process it started.
+
+    SIGTERM first (MLflow shuts down cleanly), SIGKILL after `timeout`.
+    """
+    # a background server leads its own process group (start_new_session); a foreground one does not
+    group = process.pid if _group_alive(process.pid) else None
+
+    def send(signum: int) -> None:
+        if group is not None:
+            _signal_group(group, signum)
+        elif process.poll() is None:
+            process.send_signal(signum)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=10)
+    if group is not None:  # children that outlived the server
         deadline = time.monotonic() + 5
-        while _group_alive(process.pid) and time.monotonic() < deadline:
+        while _group_alive(group) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _group_alive(process.pid):
-            _signal_group(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+        if _group_alive(group):
+            _signal_group(group, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -249,9 +252,14 @@ def serve(
             "can read and change every run. Bind to 127.0.0.1 unless the network is trusted.",
             file=sys.stderr,
         )
+        print(
+            f"From other machines: http://<this machine's address>:{port}. MLflow answers only requests addressed to "
+            f"localhost or a private IP unless --allowed-hosts lists the name (e.g. {socket.gethostname()}:{port}).",
+            file=sys.stderr,
+        )
     process = start(host, port, backend, destination, workers, allowed_hosts, foreground=True)
     try:
-        wait_ready(_probe_uri(host, port), process, timeout=300)
+        wait_ready(uri, process, timeout=300)
     except KeyboardInterrupt:
         return _run_foreground(process)
     except PartitaError:

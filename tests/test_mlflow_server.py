@@ -10,17 +10,30 @@ import argparse
 import json
 import os
 import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from components.errors import PartitaError
 from orchestration import mlflow_server, tracking
 
 pytestmark = pytest.mark.timeout(240)
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_SERVER = REPO / "k8s" / "base" / "mlflow" / "server.yaml"
+
+
+def _cluster_allowed_hosts(namespace: str = "partita") -> str:
+    """--allowed-hosts of the cluster's MLflow Deployment, as Kubernetes expands it in the pod."""
+    deployment = next(d for d in yaml.safe_load_all(CLUSTER_SERVER.read_text()) if d and d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    value = next(a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts="))
+    return value.replace("$(POD_NAMESPACE)", namespace)
 
 
 def _free_port() -> int:
@@ -49,6 +62,8 @@ def server(tmp_path_factory):
         backend_store_uri=f"sqlite:///{root / 'server.db'}",
         artifacts_destination=root / "artifacts",
         workers=1,
+        # the cluster deployment's Host-header rules, so that they are checked against real MLflow
+        allowed_hosts=_cluster_allowed_hosts(),
         log_path=log,
     )
     try:
@@ -66,13 +81,13 @@ def _rest(uri: str, endpoint: str, **query) -> dict:
         return json.loads(response.read())
 
 
-def _log_run(monkeypatch, uri: str) -> str:
+def _log_run(monkeypatch, uri: str, key: str) -> str:
     """Log one run through orchestration.tracking over HTTP, as a training run does; returns its id."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert tracking.tracking_uri() == uri
     experiment_id = tracking.ensure_experiment("server-smoke")
     assert tracking.ensure_experiment("server-smoke") == experiment_id  # found, not created twice
-    run_id = tracking.find_or_create_run(experiment_id, "server-smoke/seed0", "smoke-seed0", {"partita.test": "server"})
+    run_id = tracking.find_or_create_run(experiment_id, key, "smoke-seed0", {"partita.test": "server"})
     logger = tracking.RunLogger(run_id)
     logger.params({"train.lr": "0.0003", "model.family": "smoke"})
     for step, loss in enumerate([1.5, 0.75, 0.5]):
@@ -80,20 +95,20 @@ def _log_run(monkeypatch, uri: str) -> str:
     logger.text("hello from a worker\n", "notes/hello.txt")
     logger.finish()
     # a resumed run (same key) continues the same MLflow run
-    assert tracking.find_or_create_run(experiment_id, "server-smoke/seed0", "smoke-seed0", {}) == run_id
+    assert tracking.find_or_create_run(experiment_id, key, "smoke-seed0", {}) == run_id
     tracking.RunLogger(run_id).finish()
     return run_id
 
 
 def test_run_logged_over_http_reads_back_through_rest(server, monkeypatch):
-    run_id = _log_run(monkeypatch, server.uri)
+    run_id = _log_run(monkeypatch, server.uri, "server-smoke/rest")
 
     run = _rest(server.uri, "runs/get", run_id=run_id)["run"]
     assert run["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params == {"train.lr": "0.0003", "model.family": "smoke"}
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert tags[tracking.RUN_KEY_TAG] == "server-smoke/seed0"
+    assert tags[tracking.RUN_KEY_TAG] == "server-smoke/rest"
     assert tags["partita.test"] == "server"
 
     history = _rest(server.uri, "metrics/get-history", run_id=run_id, metric_key="train/loss")["metrics"]
@@ -101,15 +116,33 @@ def test_run_logged_over_http_reads_back_through_rest(server, monkeypatch):
 
 
 def test_artifacts_are_proxied_into_the_servers_destination(server, monkeypatch):
-    run_id = _log_run(monkeypatch, server.uri)
+    run_id = _log_run(monkeypatch, server.uri, "server-smoke/artifacts")
     run = _rest(server.uri, "runs/get", run_id=run_id)["run"]
     # the client was given a proxied location, not a path on its own disk
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/"), run["info"]["artifact_uri"]
     listed = _rest(server.uri, "artifacts/list", run_id=run_id, path="notes")
     assert [f["path"] for f in listed.get("files", [])] == ["notes/hello.txt"]
-    stored = list(server.artifacts.rglob("hello.txt"))
-    assert len(stored) == 1 and run_id in stored[0].parts
+    stored = [path for path in server.artifacts.rglob("hello.txt") if run_id in path.parts]
+    assert len(stored) == 1, f"not in the server's --artifacts-destination: {sorted(server.artifacts.rglob('*'))}"
     assert stored[0].read_text() == "hello from a worker\n"
+
+
+def _status_with_host(uri: str, host: str) -> int:
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_cluster_host_rules_admit_the_service_names_and_port_forwards_only(server):
+    # Ray pods use http://mlflow:5000; a port-forward arrives as localhost / 127.0.0.1
+    for host in ("mlflow:5000", "mlflow.partita.svc:5000", "mlflow.partita.svc.cluster.local:5000", "localhost:5000", f"127.0.0.1:{server.port}"):
+        assert _status_with_host(server.uri, host) == 200, host
+    # DNS rebinding: any other name is refused
+    for host in ("evil.example.com", "mlflow.evil.example.com:5000", "10.0.0.7:5000"):
+        assert _status_with_host(server.uri, host) == 403, host
 
 
 def test_port_in_use_is_a_user_error(server):
@@ -141,3 +174,35 @@ def test_commands_and_default_locations(tmp_path, monkeypatch):
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{Path(tmp_path).resolve() / 'mlflow-server.db'}"
     assert command[command.index("--artifacts-destination") + 1] == str(Path(tmp_path).resolve() / "mlartifacts")
     assert mlflow_server.client_uri("127.0.0.1", 5000) == "http://127.0.0.1:5000"
+    assert mlflow_server.client_uri("0.0.0.0", 5001) == "http://127.0.0.1:5001"  # the export line works here
+
+
+def test_serve_prints_the_uri_to_export(tmp_path, monkeypatch, capsys):
+    """`partita mlflow serve` glue, without a second server: what it starts and what it prints."""
+    monkeypatch.setenv("PARTITA_HOME", str(tmp_path))
+    started = {}
+
+    class FakeServer:
+        returncode = None
+
+        def poll(self):
+            return None
+
+    def fake_start(host, port, backend, destination, workers, allowed_hosts, foreground=False):
+        started.update(host=host, port=port, backend=backend, destination=destination, foreground=foreground)
+        return FakeServer()
+
+    monkeypatch.setattr(mlflow_server, "start", fake_start)
+    monkeypatch.setattr(mlflow_server, "wait_ready", lambda uri, process, timeout: started.update(probed=uri))
+    monkeypatch.setattr(mlflow_server, "_run_foreground", lambda process: -2)  # Ctrl-C
+    assert mlflow_server.serve(port=5123) == 0
+    home = Path(tmp_path).resolve()
+    assert started == {
+        "host": "127.0.0.1",
+        "port": 5123,
+        "backend": f"sqlite:///{home / 'mlflow-server.db'}",
+        "destination": str(home / "mlartifacts"),
+        "foreground": True,
+        "probed": "http://127.0.0.1:5123",
+    }
+    assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5123\n" in capsys.readouterr().out
