@@ -34,7 +34,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     else:
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=os.environ.get("PARTITA_RAY_DASHBOARD", "1") == "1",
+            # the dashboard also serves the state API that Ray Train's clean-up monitor polls
+            include_dashboard=True,
             dashboard_host="127.0.0.1",
             **common,
         )

@@ -99,6 +99,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, best_valid, best_state = state["step"], state["best_valid"], state["best_state"]
+        torch.set_rng_state(state["rng"])
         if rank == 0:
             print(f"resuming at step {step} from {checkpoint.path}", flush=True)
 
@@ -107,7 +108,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     def evaluate(split: str) -> dict[str, float]:
         core.eval()
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # Families may sample at evaluation (MusicSlots draws its initial slots): a fixed
+        # seed makes evaluations comparable, and forking keeps the training stream intact.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            torch.manual_seed(train.seed)
             batches = (to_device(b, device) for b in eval_splits[split].batches(per_worker * 4, train.eval_examples))
             metrics = family.evaluate(core, batches)
         core.train()
@@ -123,6 +127,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     "step": step,
                     "best_valid": best_valid,
                     "best_state": best_state,
+                    "rng": torch.get_rng_state(),
                 }
                 torch.save(state, Path(folder) / STATE)
                 if outcome is not None:

@@ -15,9 +15,8 @@ JSB_REFERENCE = SHARED / "reference" / "jsb" / "jsb-chorales-quarter.json"
 def isolated_home(tmp_path_factory):
     """Every test writes under a temporary PARTITA_HOME and the embedded SQLite MLflow."""
     home = tmp_path_factory.mktemp("partita-home")
-    saved = {k: os.environ.get(k) for k in ("PARTITA_HOME", "PARTITA_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PARTITA_RAY_DASHBOARD")}
+    saved = {k: os.environ.get(k) for k in ("PARTITA_HOME", "PARTITA_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     os.environ["PARTITA_HOME"] = str(home)
-    os.environ["PARTITA_RAY_DASHBOARD"] = "0"
     for key in ("PARTITA_DATA", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
         os.environ.pop(key, None)
     yield home
@@ -33,8 +32,9 @@ def ray_session(isolated_home):
     """One local Ray instance for the whole session (it takes 5-12 s to start)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from orchestration.runtime import init_ray
+
+    init_ray(num_cpus=2)
     yield
     ray.shutdown()
 
