@@ -25,6 +25,9 @@ from components.errors import PartitaError
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+# Bump when the same recipe would now produce different rows, so existing builds
+# stop counting as up to date (2: renders through fluid_synth_write_float, no dither).
+PIPELINE_VERSION = 2
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -40,8 +43,8 @@ def sha256_file(path: Path) -> str:
 
 
 def recipe_hash(recipe: dict) -> str:
-    """Hash of what decides a data set's content (canonical JSON)."""
-    return sha256_bytes(json.dumps(recipe, sort_keys=True, default=str).encode())[:16]
+    """Hash of what decides a data set's content (canonical JSON) and of the pipeline version."""
+    return sha256_bytes(json.dumps({"pipeline": PIPELINE_VERSION, **recipe}, sort_keys=True, default=str).encode())[:16]
 
 
 def file_records(split_dir: Path, root: Path) -> list[dict]:
