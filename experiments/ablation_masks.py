@@ -10,12 +10,7 @@ note MSE / mIoU table beside the paper's numbers.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from orchestration.experiment import CONFIGS, experiment_parser, load_experiment, main_guard, scale_note, sweep_name
-
-HERE = Path(__file__).resolve().parent
+from orchestration.experiment import CONFIGS, experiment_parser, main_guard, run_table_sweep
 
 
 def build_parser():
@@ -25,22 +20,9 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestration.reports import comparison_table, load_paper
-    from orchestration.sweep import run_sweep
-    from orchestration.tracking import RunLogger
-
     args = build_parser().parse_args(argv)
-    extra = ['sweep.grid.model.implicit=[true, false]', "sweep.grid.model.encoder_stride=[[1, 1], [1, 2]]"] if args.architecture else []
-    config = load_experiment(args, "musicslots", CONFIGS / "ablation_masks.yaml", extra)
-    result = run_sweep(config, sweep_name("ablation_masks", args, config))
-    table = comparison_table(result, config, load_paper(CONFIGS / "paper" / "musicslots.yaml"), scale_note(config, args.preset))
-    print("\n" + table)
-    parent = RunLogger(result.parent_run_id)
-    parent.text(table, "results.md")
-    finished = sum(t.status == "finished" for t in result.trials)
-    parent.finish("FINISHED" if finished else "FAILED", None if finished else "no trial finished")
-    print(f"MLflow: experiment {config.experiment!r}, parent run {result.parent_run_id}")
-    return 0 if finished else 1
+    extra = ["sweep.grid.model.implicit=[true, false]", "sweep.grid.model.encoder_stride=[[1, 1], [1, 2]]"] if args.architecture else []
+    return run_table_sweep("ablation_masks", args, "musicslots", CONFIGS / "ablation_masks.yaml", CONFIGS / "paper" / "musicslots.yaml", extra)
 
 
 if __name__ == "__main__":

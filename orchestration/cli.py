@@ -41,6 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     listen.add_argument("--out", required=True, help="FILE.wav: the mix; each stem goes beside it as FILE.<n>-<name>.wav")
     listen.set_defaults(run=_data_listen)
 
+    train = commands.add_parser("train", help="one training run of a model family on Ray Train, tracked in MLflow")
+    train.add_argument("--family", required=True, help="model family, e.g. musicslots, vae, supervised_cnn")
+    train.add_argument("--preset", choices=["smoke", "cpu", "paper"], default="cpu")
+    train.add_argument("--dataset", default="jsb-multi")
+    train.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML merged over the preset")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--name", help="run name (default: family, preset, data set, seed); the same name resumes")
+    train.add_argument("--resume", action="store_true", help="require a checkpoint of this run to resume from")
+    train.set_defaults(run=_train)
+
+    probe = commands.add_parser("probe", help="note-property probe of a trained run (or a sweep's best run)")
+    probe.add_argument("run_id", help="MLflow run id of a training run, or of a sweep's parent run")
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="probe settings, e.g. steps=2000")
+    probe.set_defaults(run=_probe)
+
     mlflow_server.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -52,6 +67,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("partita: interrupted", file=sys.stderr)
         return 130
+
+
+def _train(args: argparse.Namespace) -> None:
+    from orchestration.config import load_config
+    from orchestration.data_build import build
+    from orchestration.experiment import CONFIGS
+    from orchestration.runtime import init_ray
+    from orchestration.tracking import ensure_experiment
+    from orchestration.trainer import train
+
+    preset = CONFIGS / args.family / f"{args.preset}.yaml"
+    if not preset.is_file():
+        known = sorted(p.parent.name for p in CONFIGS.glob(f"*/{args.preset}.yaml"))
+        raise PartitaError(f"no {args.preset} preset for model family {args.family!r}", f"use one of: {', '.join(known)}")
+    config = load_config([preset, *args.config], args.set, base={"data": {"name": args.dataset}, "experiment": f"{args.family}-runs"})
+    name = args.name or f"{args.family}-{args.preset}-{config.data.name}-seed{config.train.seed}"
+    experiment_id = ensure_experiment(config.experiment)
+    init_ray()
+    build(config.data)
+    outcome = train(config, run_key=f"train:{name}", run_name=name, experiment_id=experiment_id, resume_only=args.resume)
+    print(json.dumps({"run_id": outcome["run_id"], "test": outcome["test"], "valid": outcome["valid"]}, indent=2))
+
+
+def _probe(args: argparse.Namespace) -> None:
+    from orchestration.config import parse_override
+    from orchestration.probe import probe_run
+
+    overrides = dict(parse_override(item) for item in args.set)
+    print(json.dumps(probe_run(args.run_id, overrides), indent=2))
 
 
 def _data_build(args: argparse.Namespace) -> None:

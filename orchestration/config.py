@@ -21,6 +21,7 @@ from components.datasets import DataConfig
 from components.errors import PartitaError
 from components.models import FAMILIES, get_family
 from components.models.base import ModelConfig
+from components.probes import ProbeConfig
 from components.schema import StrictModel
 
 
@@ -70,6 +71,12 @@ class OptunaParam(StrictModel):
 
 class SweepConfig(StrictModel):
     search: Literal["grid", "optuna"] = "grid"
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named sets of dotted overrides (e.g. whole model sections), crossed with grid and seeds"
+    )
+    probe: bool = Field(False, description="after training, run the note-property probe (families with a representation)")
+    metric: str | None = Field(None, description="what Optuna optimises (default val/<family selection metric>)")
+    mode: Literal["min", "max"] | None = None
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config key -> values, crossed with seeds")
     space: dict[str, OptunaParam] = Field(default_factory=dict, description="optuna: dotted key -> distribution")
@@ -89,6 +96,7 @@ class ExperimentConfig(StrictModel):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = TrainConfig()
+    probe: ProbeConfig = ProbeConfig()
     sweep: SweepConfig = SweepConfig()
 
     @field_validator("model", mode="before")
@@ -109,14 +117,18 @@ class ExperimentConfig(StrictModel):
             if key.split(".")[0] not in ("data", "model", "train"):
                 raise ValueError(f"sweep key {key!r} must be under data, model or train")
             _check_key(self.to_dict(), key)
-        for key, values in self.sweep.grid.items():
-            for value in values:
-                tree = self.to_dict() | {"sweep": {}}
+        trials = [({key: value}, f"grid value {value!r} of {key!r}") for key, values in self.sweep.grid.items() for value in values]
+        trials += [(overrides, f"variant {name!r}") for name, overrides in self.sweep.variants.items()]
+        for overrides, what in trials:
+            tree = self.to_dict() | {"sweep": {}}
+            for key, value in overrides.items():
+                if key != "model":
+                    _check_key(tree, key)
                 _set(tree, key, value)
-                try:
-                    ExperimentConfig.model_validate(tree)
-                except ValidationError as err:
-                    raise ValueError(f"grid value {value!r} of {key!r} is invalid: {_describe(err).removeprefix('config error: ')}") from None
+            try:
+                ExperimentConfig.model_validate(tree)
+            except ValidationError as err:
+                raise ValueError(f"{what} is invalid: {_describe(err).removeprefix('config error: ')}") from None
         return self
 
     def to_dict(self) -> dict:
@@ -234,7 +246,7 @@ def _field_tree(cls: type[BaseModel]) -> dict:
 
 
 # mappings whose keys are free (dotted config keys themselves)
-_FREE_FORM = ("sweep.grid", "sweep.space")
+_FREE_FORM = ("sweep.grid", "sweep.space", "sweep.variants")
 
 
 def _check_key(tree: dict, key: str) -> None:

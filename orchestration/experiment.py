@@ -62,6 +62,24 @@ def scale_note(config, preset: str) -> str:
     return f"preset {preset}: {train.steps} steps, batch {train.batch_size}, {seeds} seed{'s' * (seeds > 1)}"
 
 
+def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_file: Path, paper_file: Path, extra_overrides: list[str] = ()) -> int:
+    """Run the sweep, then print and log its table beside the paper's; 1 if no trial finished."""
+    from orchestration.reports import comparison_table, load_paper
+    from orchestration.sweep import run_sweep
+    from orchestration.tracking import RunLogger
+
+    config = load_experiment(args, family, sweep_file, extra_overrides)
+    result = run_sweep(config, sweep_name(script, args, config))
+    table = comparison_table(result, config, load_paper(paper_file), scale_note(config, args.preset))
+    print("\n" + table)
+    parent = RunLogger(result.parent_run_id)
+    parent.text(table, "results.md")
+    finished = sum(t.status == "finished" for t in result.trials)
+    parent.finish("FINISHED" if finished else "FAILED", None if finished else "no trial finished")
+    print(f"MLflow: experiment {config.experiment!r}, parent run {result.parent_run_id}")
+    return 0 if finished else 1
+
+
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[], None]:
     """Run `main` and exit: 0 done, 1 no trial finished, 2 a problem with the input (one line)."""
 

@@ -26,46 +26,50 @@ def _normalise(value: Any) -> Any:
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def _format(mean: float, std: float | None, digits: int) -> str:
+def _format(mean: float, std: float | None) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
+    digits = 3 if abs(mean) < 10 else 2
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict | None, scale: str, split: str = "test") -> str:
-    """A markdown table: one row per grid cell, ours (mean ± std over seeds) beside the paper's."""
-    stats = cell_statistics(result.trials, split)
+def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict | None, scale: str) -> str:
+    """A markdown table: one row per grid cell, ours (mean ± std over seeds) beside the paper's.
+
+    The paper file's `metrics` map "split/metric" keys (e.g. test/miou) to column labels.
+    """
+    stats = {split: cell_statistics(result.trials, split) for split in ("valid", "test")}
     metrics: dict[str, str] = (paper or {}).get("metrics") or {
-        name: name for cell in stats.values() for name in cell if not name.startswith("_")
+        f"test/{name}": name for cell in stats["test"].values() for name in cell if not name.startswith("_")
     }
     dataset = config.data.name
     header = ["setting", "seeds"]
     for label in metrics.values():
         header += [f"{label} (ours)", f"{label} (paper)"]
+    source = f" ({paper['source']})" if paper and paper.get("source") else ""
     lines = [
-        f"### {result.name}: {dataset}, {split} split",
+        f"### {result.name}: {dataset}",
         "",
         f"ours: {scale}",
-        f"paper: {(paper or {}).get('scale', 'no reference numbers')} ({(paper or {}).get('source', '')})".rstrip(" ()"),
+        f"paper: {(paper or {}).get('scale', 'no reference numbers')}{source}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     base = config.to_dict()
-    for cell in sorted(stats, key=str):
+    for cell in sorted(stats["test"], key=str):
         values = dict(cell)
-        effective = _effective(base, values)
-        reference_label, reference = _paper_row(paper, dataset, effective)
+        reference_label, reference = _paper_row(paper, dataset, _effective(base, values))
         label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in cell) or "base"
         if reference_label:
             label += f" ({reference_label})"
-        trials, _, finished = stats[cell]["_trials"]
+        trials, _, finished = stats["test"][cell]["_trials"]
         row = [label, f"{finished}/{int(trials)}"]
-        for name in metrics:
-            mean, std, _ = stats[cell].get(name, (float("nan"), None, 0))
-            digits = 3 if abs(mean) < 10 else 2
-            paper_value = reference.get(name)
-            row += [_format(mean, std if finished > 1 else None, digits), _format(*paper_value, digits) if paper_value else "n/a"]
+        for key in metrics:
+            split, name = key.split("/", 1)
+            mean, std, _ = stats[split][cell].get(name, (float("nan"), None, 0))
+            paper_value = reference.get(key)
+            row += [_format(mean, std if finished > 1 else None), _format(*paper_value) if paper_value else "n/a"]
         lines.append("| " + " | ".join(row) + " |")
     failed = [t for t in result.trials if t.status == "failed"]
     if failed:

@@ -9,6 +9,7 @@ their checkpoints and returns finished ones at once.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +53,9 @@ def search_space(config: ExperimentConfig) -> dict[str, Any]:
     from ray import tune
 
     sweep = config.sweep
+    variants = {"variant": tune.grid_search(list(sweep.variants))} if sweep.variants else {}
     if sweep.search == "grid":
-        space = {key: tune.grid_search(values) for key, values in sweep.grid.items()}
+        space = variants | {key: tune.grid_search(values) for key, values in sweep.grid.items()}
         space["train.seed"] = tune.grid_search(sweep.seeds)
         return space
     distributions = {
@@ -66,9 +68,15 @@ def search_space(config: ExperimentConfig) -> dict[str, Any]:
         raise PartitaError("an optuna search needs sweep.space", "add e.g. --set sweep.space.train.lr='{type: loguniform, low: 1e-5, high: 1e-3}'")
     space = {key: distributions[p.type](p) for key, p in sweep.space.items()}
     # Optuna tunes continuous knobs; grid keys still cross with it as fixed choices per trial
-    space |= {key: tune.choice(values) for key, values in sweep.grid.items()}
+    space |= variants | {key: tune.choice(values) for key, values in sweep.grid.items()}
     space["train.seed"] = sweep.seeds[0]
     return space
+
+
+def trial_overrides(config: ExperimentConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's dotted overrides: its variant's (if any), then its own swept values."""
+    variant = config.sweep.variants.get(values.get("variant"), {})
+    return variant | {k: v for k, v in values.items() if k != "variant"}
 
 
 def concurrency(config: ExperimentConfig) -> int:
@@ -101,13 +109,16 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
     parent.json(config.to_dict(), "sweep_config.json")
 
     family = get_family(config.model.family)
-    metric, mode = f"val/{family.selection_metric}", family.selection_mode
+    metric = config.sweep.metric or f"val/{family.selection_metric}"
+    mode = config.sweep.mode or family.selection_mode
     base = config.to_dict()
 
     def trial(values: dict[str, Any]) -> None:
+        from orchestration.probe import probe_run
         from orchestration.trainer import train
 
-        trial_config = validate(base).with_values(values)
+        base_config = validate(base)
+        trial_config = base_config.with_values(trial_overrides(base_config, values))
         outcome = train(
             trial_config,
             run_key=trial_key(name, values),
@@ -116,13 +127,19 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
             parent_run_id=parent_id,
             in_tune=True,
         )
-        tune.report({f"test/{k}": v for k, v in outcome["test"].items()} | {f"val/{k}": v for k, v in outcome["valid"].items()} | {"done": 1})
+        test, valid = outcome["test"], outcome["valid"]
+        if trial_config.sweep.probe and get_family(trial_config.model.family).has_representation:
+            probed = probe_run(outcome["run_id"])
+            test, valid = test | probed["test"], valid | probed["valid"]
+        tune.report({f"test/{k}": v for k, v in test.items()} | {f"val/{k}": v for k, v in valid.items()} | {"done": 1})
 
     search_alg = None
     if config.sweep.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(metric=metric, mode=mode, seed=config.sweep.seeds[0])
+        # the metric may arrive only with a trial's final report (probe accuracies)
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     tuner = tune.Tuner(
         # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs;
         # a CPU for it too would leave one trial's workers unschedulable on 2 cores.
@@ -131,8 +148,6 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
         param_space=search_space(config),
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
-            metric=metric,
-            mode=mode,
             num_samples=config.sweep.num_samples if config.sweep.search == "optuna" else 1,
             max_concurrent_trials=concurrency(config),
         ),

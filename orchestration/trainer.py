@@ -19,6 +19,8 @@ from orchestration.data_build import dataset_dir
 from orchestration.tracking import PARENT_TAG, RunLogger, find_or_create_run, run_record, tracking_uri
 from orchestration.train_loop import OUTCOME, train_loop_per_worker
 
+CHECKPOINT_TAG = "partita.checkpoint"  # the final checkpoint: best weights for probes and reports
+
 
 class RunFailed(PartitaError):
     """A training run ended without finishing (non-finite loss, worker errors)."""
@@ -96,6 +98,7 @@ def train(
         reason = outcome.get("reason", "the run ended without a final checkpoint")
         logger.finish("FAILED", reason)
         raise RunFailed(f"run {run_name} stopped: {reason}", f"MLflow run {run_id} has the curves up to step {outcome.get('step')}")
+    logger.tags({CHECKPOINT_TAG: f"{storage}/{folder}/{Path(result.checkpoint.path).name}"})
     logger.finish("FINISHED")
     return {"run_id": run_id, **outcome}
 

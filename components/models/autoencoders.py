@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field, field_validator
 from torch import nn
 
 from components.errors import PartitaError
-from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily
+from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily, Representation
 
 
 def _odd(kernel: int) -> int:
@@ -236,6 +236,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class _ReconstructionFamily(ModelFamily):
+    has_representation = True
     selection_metric = "loss"
     selection_mode = "min"
 
@@ -258,6 +259,10 @@ class _ReconstructionFamily(ModelFamily):
                     totals[name] = totals.get(name, 0.0) + value.item() * len(chord_db)
                 count += len(chord_db)
         return {name: total / count for name, total in totals.items()}
+
+    def representation(self, model: nn.Module, batch: Batch) -> Representation:
+        """The chord's latent (the VAE's posterior mean)."""
+        return Representation(model.encode(batch["chord_db"].to(model_device(model))), per_note=False)
 
     def figure(self, model: nn.Module, batch: Batch, examples: int = 4):
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -44,12 +44,27 @@ class DataSpec:
         return len(self.programs)
 
 
+@dataclass
+class Representation:
+    """Frozen features of a batch for the note-property probe.
+
+    Per note (`per_note`): features [B, N, D] aligned with the batch's note rows,
+    `matched` [B, N] saying which notes got a feature. Per chord: features [B, D].
+    """
+
+    features: torch.Tensor
+    per_note: bool
+    matched: torch.Tensor | None = None
+
+
 class ModelFamily(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]]
     # the validation metric that picks the best checkpoint, and its direction
     selection_metric: ClassVar[str]
     selection_mode: ClassVar[Literal["min", "max"]]
+    # whether `representation` gives features for the note-property probe
+    has_representation: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, config: ModelConfig, data: DataSpec) -> torch.nn.Module: ...
@@ -64,4 +79,8 @@ class ModelFamily(ABC):
 
     def figure(self, model: torch.nn.Module, batch: Batch) -> "Figure | None":
         """A picture of what the model does on a few examples, logged as an artifact."""
+        return None
+
+    def representation(self, model: torch.nn.Module, batch: Batch) -> Representation | None:
+        """Features for the note-property probe (eval mode, no grad); None: nothing to probe."""
         return None

@@ -23,7 +23,7 @@ from components.errors import PartitaError
 from components.features import FeatureConfig
 from components.metrics.slots import match_notes
 from components.models.autoencoders import Kernel, conv_output_size, conv_stack, deconv_stack, max_doublings, model_device, upsampled_size
-from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily
+from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily, Representation
 
 MASK_DB = FeatureConfig().mask_db  # the data's absolute mask level, for mIoU
 AMIN_DB = -100.0  # 10 log10(amin = 1e-10), the floor of amplitude_to_DB
@@ -220,6 +220,7 @@ class MusicSlots(nn.Module):
 
 
 class MusicSlotsFamily(ModelFamily):
+    has_representation = True
     name = "musicslots"
     config_class = MusicSlotsConfig
     selection_metric = "miou"
@@ -247,6 +248,14 @@ class MusicSlotsFamily(ModelFamily):
                 iou.append(matching.iou)
         note_mse, iou = np.concatenate(note_mse), np.concatenate(iou)
         return {"note_mse": float(note_mse.mean()), "miou": float(iou.mean()), "loss": loss_sum / len(note_mse)}
+
+    def representation(self, model: MusicSlots, batch: Batch) -> Representation:
+        """Each note's slot vector, the slot matched to it by MSE (the paper's probe input)."""
+        out = model(batch["chord_db"].to(model_device(model)))
+        matching = match_notes(out["slots_db"], batch["note_db"], batch["note_valid"], MASK_DB)
+        slot = torch.from_numpy(matching.mse_slot).to(out["slots"].device)
+        features = out["slots"].gather(1, slot.clamp(min=0).unsqueeze(-1).expand(-1, -1, out["slots"].shape[-1]))
+        return Representation(features, per_note=True, matched=slot >= 0)
 
     def figure(self, model: MusicSlots, batch: Batch, examples: int = 3):
         """Per example, top row: chord, reconstruction, each slot; bottom row: the true note matched (by MSE) under its slot."""
