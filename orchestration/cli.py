@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="probe settings, e.g. steps=2000")
     probe.set_defaults(run=_probe)
 
+    bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
+    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all): synth, datasets, eval, train, sweep, multitrack")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, one repeat: minutes instead of the better part of an hour")
+    bench.add_argument("--json", help="where to write the figures (default $PARTITA_HOME/runs/benchmarks/<time>.json)")
+    bench.set_defaults(run=_bench)
+
     mlflow_server.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -67,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("partita: interrupted", file=sys.stderr)
         return 130
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import time
+
+    from orchestration import benchmarks, paths
+
+    target = Path(args.json) if args.json else paths.runs_root() / "benchmarks" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    figures = benchmarks.run(args.names, args.quick)
+    print(benchmarks.table(figures))
+    print(f"figures written to {benchmarks.save(figures, target)}")
 
 
 def _train(args: argparse.Namespace) -> None:

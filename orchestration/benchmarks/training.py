@@ -1,0 +1,139 @@
+"""Training benchmarks: Ray Train against a plain PyTorch loop, Tune against a sequential loop.
+
+`train`: steady-state samples/s of the same model, batch and data through
+orchestration.trainer (Ray Train, one worker) and through a plain
+single-process loop, runs in turns. `sweep`: four short trials through Tune +
+Ray Train against the same four trainings run one after another in a plain
+loop, on the machine's cores.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from components.datasets import DataConfig, open_dataset
+from components.models import get_family
+from orchestration.benchmarks import Figure, register
+from orchestration.config import ExperimentConfig, load_config
+from orchestration.data_build import build
+from orchestration.experiment import CONFIGS
+from orchestration.runtime import init_ray
+from orchestration.tracking import client, ensure_experiment
+from orchestration.train_loop import batch_indices, lr_factor
+
+WINDOWS = 3  # throughput windows per run; the first (warm-up, lazy initialisation) is dropped
+
+
+def _data(folder: str) -> DataConfig:
+    config = DataConfig(name="jazznet-multi", root=folder, chords={"limit_chords": 24})
+    build(config)
+    return config
+
+
+def _config(family: str, preset: str, data: DataConfig, overrides: list[str]) -> ExperimentConfig:
+    return load_config([CONFIGS / family / f"{preset}.yaml"], overrides, base={"data": data.model_dump(mode="json")})
+
+
+def plain_run(config: ExperimentConfig, windows: int, threads: int) -> tuple[list[float], torch.nn.Module]:
+    """Samples/s per window of `log_every` steps in one process without Ray, and the trained model."""
+    torch.set_num_threads(threads)
+    train = config.train
+    family = get_family(config.model.family)
+    data = open_dataset(Path(config.data.root) / config.data.name)
+    split = data.split("train")
+    torch.manual_seed(train.seed)
+    model = family.build(config.model, data.spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, train.decay_steps))
+    rates, step = [], 0
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(train.log_every):
+            batch = split.batch(batch_indices(len(split), train.batch_size, train.seed, step, 0, 1))
+            loss, _ = family.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip or float("inf"))
+            optimizer.step()
+            schedule.step()
+            step += 1
+        rates.append(train.log_every * train.batch_size / (time.perf_counter() - start))
+    return rates, model
+
+
+def ray_windows(config: ExperimentConfig, run: str) -> list[float]:
+    from orchestration.trainer import train
+
+    experiment_id = ensure_experiment("benchmarks-scratch")
+    outcome = train(config, run_key=f"bench:{run}", run_name=run, experiment_id=experiment_id)
+    history = client().get_metric_history(outcome["run_id"], "train/samples_per_s")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+@register("train")
+def train_throughput(quick: bool) -> list[Figure]:
+    init_ray()
+    figures = []
+    cases = [("musicslots", "cpu", 32, 4), ("musicslots", "paper", 4, 1), ("autoencoder", "cpu", 32, 4)]
+    with tempfile.TemporaryDirectory() as folder:
+        data = _data(folder)
+        for family, preset, batch, per_window in cases:
+            steps = per_window * WINDOWS
+            config = _config(family, preset, data, [
+                f"train.steps={steps}", f"train.batch_size={batch}", f"train.log_every={per_window}",
+                f"train.eval_every={steps}", "train.eval_examples=8", "train.use_gpu=false", f"train.storage_path={folder}/runs",
+            ])
+            ray_rates, plain_rates = [], []
+            for repeat in range(1 if quick else 2):  # in turns: Ray Train, plain, Ray Train, plain
+                ray_rates += ray_windows(config, f"{family}-{preset}-{repeat}-{time.time_ns()}")[1:]
+                plain_rates += plain_run(config, WINDOWS, config.train.cpus_per_worker)[0][1:]
+            ray_rate, plain_rate = statistics.median(ray_rates), statistics.median(plain_rates)
+            note = f"{family} {preset} sizes, batch {batch}, {config.train.cpus_per_worker} CPU thread(s), median of {len(ray_rates)} windows of {per_window} steps"
+            figures += [
+                Figure("train", f"{family}/{preset} samples/s, Ray Train", round(ray_rate, 2), "samples/s", note=note),
+                Figure("train", f"{family}/{preset} samples/s, plain PyTorch", round(plain_rate, 2), "samples/s", note=note),
+                Figure("train", f"{family}/{preset} Ray Train overhead", round(100 * (plain_rate / ray_rate - 1), 1), "%", "<= 10", note),
+            ]
+    return figures
+
+
+@register("sweep")
+def sweep(quick: bool) -> list[Figure]:
+    """Four trials of the same short MusicSlots training (seeds 0-3) through Tune, then one after another."""
+    import ray
+
+    from orchestration.sweep import run_sweep
+
+    init_ray()
+    cores = int(ray.cluster_resources().get("CPU", 1))
+    steps = 30 if quick else 120
+    with tempfile.TemporaryDirectory() as folder:
+        data = _data(folder)
+        config = _config("musicslots", "smoke", data, [
+            f"train.steps={steps}", f"train.log_every={steps}", f"train.eval_every={steps}", f"train.storage_path={folder}/runs",
+            "sweep.seeds=[0, 1, 2, 3]", "sweep.grid={}", "experiment=benchmarks-scratch",
+        ])
+        start = time.perf_counter()
+        result = run_sweep(config, f"bench-sweep-{time.time_ns()}")
+        tuned = time.perf_counter() - start
+        assert all(t.status == "finished" for t in result.trials), [t.error for t in result.trials]
+        start = time.perf_counter()
+        family = get_family(config.model.family)
+        for seed in config.sweep.seeds:
+            _, model = plain_run(config.with_values({"train.seed": seed}), 1, config.train.cpus_per_worker)
+            dataset = open_dataset(Path(folder) / data.name)
+            with torch.no_grad():
+                for split in ("valid", "test"):  # what a trial evaluates at its end
+                    family.evaluate(model.eval(), dataset.split(split).batches(32, config.train.eval_examples))
+        sequential = time.perf_counter() - start
+    note = f"4 trials x {steps} steps of the smoke model, 1 CPU each, {cores} cores; Tune time includes its start-up, data check and MLflow"
+    return [
+        Figure("sweep", "Tune sweep of 4 trials", round(tuned, 1), "s", note=note),
+        Figure("sweep", "the same 4 trainings in a plain loop", round(sequential, 1), "s", note=note),
+        Figure("sweep", "Tune speed-up over sequential", round(sequential / tuned, 2), "x", ">= 1.6", note),
+    ]
