@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.partita-installed
 # System libraries and soundfonts (Debian/Ubuntu). kubectl renders the k8s overlays in tests.
-APT_PACKAGES := libfluidsynth3 fluidsynth fluid-soundfont-gm timgm6mb-soundfont
+APT_PACKAGES := libfluidsynth3 fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small
 ifeq ($(shell command -v kubectl 2>/dev/null),)
 APT_PACKAGES += kubernetes-client
 endif

@@ -58,6 +58,10 @@ class BuildPlan:
     worker_kwargs: dict
     batch_size: int
     info: dict = field(default_factory=dict)  # extra manifest fields
+    # output blocks combined per Parquet write (bytes in memory); None: one write per block.
+    # Few large writes matter when the actors hold every CPU: each write task then needs a
+    # freshly started worker process (about 2 s of CPU) once Ray has reaped the idle ones.
+    min_bytes_per_write: int | None = None
 
     @property
     def recipe_hash(self) -> str:

@@ -54,7 +54,13 @@ def build(config: datasets.DataConfig, *, force: bool = False, workers: int | No
                 batch_format="numpy",
             )
             # writes are I/O: take no CPU slot, or they wait forever behind the actor pool
-            .write_parquet(str(tmp), partition_cols=["split"], ray_remote_args={"num_cpus": 0}, compression="zstd")
+            .write_parquet(
+                str(tmp),
+                partition_cols=["split"],
+                ray_remote_args={"num_cpus": 0},
+                min_bytes_per_file=plan.min_bytes_per_write,
+                compression="zstd",
+            )
         )
         for partition in tmp.glob("split=*"):
             partition.rename(tmp / partition.name.split("=", 1)[1])

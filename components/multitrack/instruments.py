@@ -36,21 +36,26 @@ class Assignment:
 
 
 def assign(role: str, rng: np.random.Generator, presets: dict[str, set[tuple[int, int]]], program: int | None = None) -> Assignment:
-    """A program (unless given) and a soundfont for a part. `presets`: soundfont -> {(bank, program)}."""
+    """A program (unless given) and a soundfont for a part. `presets`: soundfont -> {(bank, program)}.
+
+    Only programs some soundfont has are drawn, so a small custom soundfont narrows the choice.
+    """
     is_drum = role == "drums"
+    bank = 128 if is_drum else 0
+    available = set().union(*presets.values())
     if program is None:
-        if is_drum:
-            program = int(rng.choice(DRUM_KITS))
-        elif role in ROLE_FAMILIES:
-            families = ROLE_FAMILIES[role]
-            program = int(rng.choice(families[rng.integers(len(families))]))
-        else:
+        if not is_drum and role not in ROLE_FAMILIES:
             raise PartitaError(f"unknown part role {role!r}", f"use one of: {', '.join([*ROLE_FAMILIES, 'drums'])}")
-    key = (128 if is_drum else 0, program)
-    able = [name for name, available in presets.items() if key in available]
+        families = [DRUM_KITS] if is_drum else ROLE_FAMILIES[role]
+        families = [f for f in ([p for p in family if (bank, p) in available] for family in families) if f]
+        if not families:
+            raise PartitaError(f"no configured soundfont has a preset for the {role} role ({', '.join(presets)})", "add a GM soundfont (--soundfonts)")
+        family = families[rng.integers(len(families))]
+        program = int(family[rng.integers(len(family))])
+    able = [name for name, fonts in presets.items() if (bank, program) in fonts]
     if not able:
         raise PartitaError(
             f"no configured soundfont has {'drum kit' if is_drum else 'GM program'} {program} ({', '.join(presets)})",
             "add a soundfont that has it (--soundfonts)",
         )
-    return Assignment(program, is_drum, str(rng.choice(able)))
+    return Assignment(program, is_drum, str(able[rng.integers(len(able))]))

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 import torchaudio
 
-from components.multitrack.pieces import parse_midi
+from components.multitrack.pieces import score_midi
 from components.multitrack.recipes import PianoDomainsRecipe, parse_piano
 from components.multitrack.rolls import FRAME, NoteTable, piano_rolls
 from components.synthesis import Note, SynthConfig, Synthesizer
@@ -55,7 +55,7 @@ def pianos(recipe: PianoDomainsRecipe) -> list[str]:
 
 
 class PianoRenderer:
-    """Batches of {example_id, piece_id, piece, piano, overlap, midi, split} -> rows of `row_schema`."""
+    """Batches of {example_id, piece_id, piece, piano, overlap, score columns, split} -> rows of `row_schema`."""
 
     def __init__(self, recipe: dict):
         self.recipe = r = PianoDomainsRecipe.model_validate(recipe)
@@ -76,8 +76,10 @@ class PianoRenderer:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         r, rows = self.recipe, []
         for i in range(len(batch["example_id"])):
-            midi_data, piano, split = bytes(batch["midi"][i]), str(batch["piano"][i]), str(batch["split"][i])
-            notes = NoteTable.from_midi(parse_midi(midi_data, str(batch["piece"][i])))
+            item = {name: column[i] for name, column in batch.items()}
+            piano, split = str(item["piano"]), str(item["split"])
+            midi, midi_data = score_midi(item, str(item["piece"]))
+            notes = NoteTable.from_midi(midi)
             seconds = float(notes.end.max()) + r.tail_seconds
             mel = self.mel(torch.from_numpy(self.render_audio(notes, piano, seconds))).numpy()
             if split == DICTIONARY:  # the note's mean profile: D_T's column for its pitch
@@ -86,11 +88,11 @@ class PianoRenderer:
             n_frames = mel.shape[1]
             roll = piano_rolls(notes, np.zeros(len(notes), np.int64), 1, n_frames, r.frame_rate)[0, FRAME]
             row = {
-                "example_id": int(batch["example_id"][i]),
-                "piece_id": int(batch["piece_id"][i]),
-                "piece": str(batch["piece"][i]),
+                "example_id": int(item["example_id"]),
+                "piece_id": int(item["piece_id"]),
+                "piece": str(item["piece"]),
                 "piano": piano,
-                "overlap": bool(batch["overlap"][i]),
+                "overlap": bool(item["overlap"]),
                 "seconds": seconds,
                 "n_frames": n_frames,
                 "mel": mel.astype("<f2").tobytes(),

@@ -1,4 +1,5 @@
-"""Symbolic pieces: the music21 corpus (derived once into cached MIDI), MIDI files, tidying.
+"""Symbolic pieces: the music21 corpus (derived once into cached MIDI), MIDI files,
+tidying for rendering, and a piece as work-item columns (`score_columns`/`score_midi`).
 
 music21 bundles multi-part scores (Bach chorales, string quartets, madrigals,
 Renaissance polyphony). Parsing one takes 0.1-8 s, so each chosen score is
@@ -10,16 +11,20 @@ parsed again. Tempo and instruments are chosen per piece later, when planning.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pretty_midi
+import pyarrow as pa
 
 from components.errors import PartitaError
+from components.multitrack.rolls import HIGHEST, LOWEST, NoteTable
 
-LOWEST, HIGHEST = 21, 108  # the 88 piano keys: what rolls cover
 RESOLUTION = 960  # MIDI ticks per beat: about 1 ms at 60 bpm
 MIN_NOTE_SECONDS = 0.01
 
@@ -58,6 +63,61 @@ def midi_bytes(midi: pretty_midi.PrettyMIDI) -> bytes:
     return buffer.getvalue()
 
 
+# A piece as work-item columns: planning stays cheap (pretty_midi's writer takes about
+# 0.1 s a piece) and the workers write the MIDI, in parallel.
+SCORE_FIELDS = [
+    ("part_names", pa.list_(pa.string())),
+    ("programs", pa.list_(pa.int16())),
+    ("is_drum", pa.list_(pa.bool_())),
+    ("tempo", pa.float64()),
+    ("time_signature", pa.list_(pa.int16())),  # [numerator, denominator], or empty
+    ("key", pa.int16()),  # pretty_midi key number, -1 if none
+    ("note_part", pa.list_(pa.int16())),
+    ("note_pitch", pa.list_(pa.int16())),
+    ("note_velocity", pa.list_(pa.int16())),
+    ("note_start", pa.list_(pa.float64())),
+    ("note_end", pa.list_(pa.float64())),
+]
+
+
+def score_columns(midi: pretty_midi.PrettyMIDI) -> dict:
+    notes = NoteTable.from_midi(midi)
+    tempo = midi.get_tempo_changes()[1]
+    signature = midi.time_signature_changes[:1]
+    return {
+        "part_names": [part.name for part in midi.instruments],
+        "programs": [int(part.program) for part in midi.instruments],
+        "is_drum": [bool(part.is_drum) for part in midi.instruments],
+        "tempo": float(tempo[0]) if len(tempo) else 120.0,
+        "time_signature": [signature[0].numerator, signature[0].denominator] if signature else [],
+        "key": midi.key_signature_changes[0].key_number if midi.key_signature_changes else -1,
+        **{f"note_{name}": getattr(notes, name).tolist() for name in ("part", "pitch", "velocity", "start", "end")},
+    }
+
+
+def score_digest(columns: dict) -> bytes:
+    return hashlib.sha256(json.dumps({name: columns[name] for name, _ in SCORE_FIELDS}).encode()).digest()
+
+
+def score_midi(row: dict, name: str) -> tuple[pretty_midi.PrettyMIDI, bytes]:
+    """A work item's piece as MIDI bytes and as read back from them.
+
+    Everything downstream (audio, rolls, note lists) uses the read-back piece, so it
+    agrees exactly with the stored MIDI, whose times are whole ticks.
+    """
+    midi = pretty_midi.PrettyMIDI(resolution=RESOLUTION, initial_tempo=float(row["tempo"]))
+    if len(row["time_signature"]):
+        midi.time_signature_changes.append(pretty_midi.TimeSignature(*map(int, row["time_signature"]), 0.0))
+    if row["key"] >= 0:
+        midi.key_signature_changes.append(pretty_midi.KeySignature(int(row["key"]), 0.0))
+    for part_name, program, is_drum in zip(row["part_names"], row["programs"], row["is_drum"]):
+        midi.instruments.append(pretty_midi.Instrument(program=int(program), is_drum=bool(is_drum), name=str(part_name)))
+    for part, pitch, velocity, start, end in zip(*(row[f"note_{k}"] for k in ("part", "pitch", "velocity", "start", "end"))):
+        midi.instruments[part].notes.append(pretty_midi.Note(int(velocity), int(pitch), float(start), float(end)))
+    data = midi_bytes(midi)
+    return parse_midi(data, name), data
+
+
 def corpus_pieces(count: int, seed: int, cache: Path) -> list[tuple[str, pretty_midi.PrettyMIDI]]:
     """`count` multi-part music21 scores as (corpus path, 60-bpm MIDI), chosen by `seed`."""
     if count == 0:
@@ -91,6 +151,7 @@ def _cached_score(path: str, cache: Path) -> pretty_midi.PrettyMIDI | None:
     if target.is_file():
         return load_midi(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"deriving music21 score {path} into {target.parent} (once)", flush=True)
     midi, reason = _derive(path)
     if midi is None:
         rejected.write_text(reason + "\n")
@@ -105,7 +166,9 @@ def _derive(path: str) -> tuple[pretty_midi.PrettyMIDI | None, str]:
     from music21 import corpus
 
     try:
-        score = corpus.parse(path)
+        with warnings.catch_warnings():  # music21 warns about every overfull measure
+            warnings.simplefilter("ignore")
+            score = corpus.parse(path)
     except Exception as err:  # music21's parsers raise many types on scores they cannot read
         return None, f"music21 could not parse it: {type(err).__name__}: {err}"
     midi = pretty_midi.PrettyMIDI(resolution=RESOLUTION, initial_tempo=60.0)

@@ -22,10 +22,10 @@ from components.errors import PartitaError
 from components.multitrack import pianos as piano_worker
 from components.multitrack.arranger import arrange
 from components.multitrack.instruments import DRUM_KITS, assign
-from components.multitrack.pieces import LOWEST, corpus_pieces, load_midi, midi_bytes, roles, tidy
-from components.multitrack.recipes import PianoDomainsRecipe, parse_piano
+from components.multitrack.pieces import SCORE_FIELDS, corpus_pieces, load_midi, roles, score_columns, score_digest, tidy
+from components.multitrack.recipes import parse_piano
 from components.multitrack.render import MultitrackRenderer, row_schema
-from components.multitrack.rolls import KEYS
+from components.multitrack.rolls import KEYS, LOWEST
 from components.multitrack.taxonomy import load_classes, load_hierarchy
 from components.soundfonts import checksum, resolve
 from components.synthesis import SynthConfig, Synthesizer
@@ -59,26 +59,21 @@ def plan_slakh_like(config: DataConfig, sources: Path) -> BuildPlan:
         midi = tidy(load_midi(path), r.max_seconds)
         if not midi.instruments:
             raise PartitaError(f"MIDI file {str(path)!r} has no notes", "remove it from midi_files")
-        pieces.append((f"midi/{path.name}", "midi", *_instrumented(midi, _rng(r.seed, "midi", k), presets, keep_programs=True)))
+        pieces.append((f"midi/{path}", "midi", *_instrumented(midi, _rng(r.seed, "midi", k), presets, keep_programs=True)))
 
     splits = _split([source for _, source, _, _ in pieces], r.valid_fraction, r.test_fraction, r.seed)
+    schema = pa.schema([("example_id", pa.int64()), ("piece", pa.string()), ("source", pa.string()), ("soundfonts", pa.list_(pa.string())), *SCORE_FIELDS, ("split", pa.string())])
     items, digest, seconds = [], hashlib.sha256(), dict.fromkeys(SPLITS, 0.0)
     for example_id, ((name, source, midi, fonts), split) in enumerate(zip(pieces, splits)):
-        data = midi_bytes(midi)
-        digest.update(f"{name}|{split}|{','.join(fonts)}|".encode() + hashlib.sha256(data).digest())
-        seconds[split] += np.ceil((midi.get_end_time() + r.tail_seconds) * r.sample_rate) / r.sample_rate
-        items.append(
-            pa.table(
-                {
-                    "example_id": pa.array([example_id], pa.int64()),
-                    "piece": [name],
-                    "source": [source],
-                    "midi": pa.array([data], pa.binary()),
-                    "soundfonts": pa.array([fonts], pa.list_(pa.string())),
-                    "split": [split],
-                }
-            )
-        )
+        score = score_columns(midi)
+        digest.update(f"{name}|{split}|{','.join(fonts)}|".encode() + score_digest(score))
+        length = np.ceil((midi.get_end_time() + r.tail_seconds) * r.sample_rate) / r.sample_rate
+        seconds[split] += length
+        row = {"example_id": example_id, "piece": name, "source": source, "soundfonts": fonts, **score, "split": split}
+        items.append((-length * len(fonts), example_id, pa.Table.from_pylist([row], schema=schema)))
+    # one piece per block, the most stem-seconds first: the actor pool balances pieces, and
+    # the short ones left at the end keep both workers busy to the finish
+    items = [table for *_, table in sorted(items, key=lambda item: item[:2])]
     fonts = {name: resolve(name) for name in r.soundfonts}
     return BuildPlan(
         name=config.name,
@@ -90,13 +85,14 @@ def plan_slakh_like(config: DataConfig, sources: Path) -> BuildPlan:
             "taxonomy_sha256": {"classes": classes.sha256, "hierarchy": hierarchy.sha256},
             "pieces_sha256": digest.hexdigest(),
         },
-        items=items,  # one piece per block: the actor pool balances pieces, not blocks of them
+        items=items,
         worker=MultitrackRenderer,
         worker_kwargs={"recipe": r.model_dump(mode="json")},
         batch_size=1,
+        min_bytes_per_write=_BYTES_PER_WRITE,
         info={
             "soundfonts": {name: {"path": str(path), "sha256": checksum(path)} for name, path in fonts.items()},
-            "hours": {split: round(s / 3600, 4) for split, s in seconds.items() if s},
+            "hours": {split: round(float(s) / 3600, 4) for split, s in seconds.items() if s},
             "sample_rate": r.sample_rate,
             "frame_rate": r.frame_rate,
             "shapes": {"stems": ["stems", "samples"], "rolls": ["roll_classes", 3, KEYS, "n_frames"]},
@@ -142,24 +138,23 @@ def plan_piano_domains(config: DataConfig, sources: Path) -> BuildPlan:
     renderings.sort(key=lambda item: (SPLITS_ORDER.index(item[0]), item[1], item[2]))
     dictionary = [(pitch, _note_midi(pitch, r.dictionary_velocity, r.dictionary_seconds)) for pitch in range(LOWEST, LOWEST + KEYS)]
 
-    data = [midi_bytes(midi) for _, midi in pieces]
-    items = [(int(p), pieces[p][0], piano, bool(overlap), data[p], split) for split, p, piano, overlap in renderings]
-    items += [(-1, f"note/{pitch}", r.canonical, False, midi_bytes(midi), piano_worker.DICTIONARY) for pitch, midi in dictionary]
+    scores = [score_columns(midi) for _, midi in pieces]
+    rows = [
+        {"piece_id": int(p), "piece": pieces[p][0], "piano": piano, "overlap": bool(overlap), **scores[p], "split": split}
+        for split, p, piano, overlap in renderings
+    ]
+    rows += [
+        {"piece_id": -1, "piece": f"note/{pitch}", "piano": r.canonical, "overlap": False, **score_columns(midi), "split": piano_worker.DICTIONARY}
+        for pitch, midi in dictionary
+    ]
     digest = hashlib.sha256()
-    for piece_id, name, piano, overlap, midi_data, split in items:
-        digest.update(f"{split}|{name}|{piano}|{overlap}|".encode() + hashlib.sha256(midi_data).digest())
-    columns = list(zip(*items))
-    table = pa.table(
-        {
-            "example_id": pa.array(range(len(items)), pa.int64()),
-            "piece_id": pa.array(columns[0], pa.int64()),
-            "piece": columns[1],
-            "piano": columns[2],
-            "overlap": pa.array(columns[3], pa.bool_()),
-            "midi": pa.array(columns[4], pa.binary()),
-            "split": columns[5],
-        }
+    for example_id, row in enumerate(rows):
+        row["example_id"] = example_id
+        digest.update(f"{row['split']}|{row['piece']}|{row['piano']}|{row['overlap']}|".encode() + score_digest(row))
+    schema = pa.schema(
+        [("example_id", pa.int64()), ("piece_id", pa.int64()), ("piece", pa.string()), ("piano", pa.string()), ("overlap", pa.bool_()), *SCORE_FIELDS, ("split", pa.string())]
     )
+    table = pa.Table.from_pylist(rows, schema=schema)
     fonts = {name: resolve(name) for name in presets}
     return BuildPlan(
         name=config.name,
@@ -174,6 +169,7 @@ def plan_piano_domains(config: DataConfig, sources: Path) -> BuildPlan:
         worker=piano_worker.PianoRenderer,
         worker_kwargs={"recipe": r.model_dump(mode="json")},
         batch_size=1,
+        min_bytes_per_write=_BYTES_PER_WRITE,
         info={
             "soundfonts": {name: {"path": str(path), "sha256": checksum(path)} for name, path in fonts.items()},
             "domains": {"canonical": r.canonical, "train": list(r.train_pianos), "valid": list(r.valid_pianos), "test": list(r.test_pianos)},
@@ -187,6 +183,7 @@ def plan_piano_domains(config: DataConfig, sources: Path) -> BuildPlan:
 
 SPLITS_ORDER = ("canonical", "train", "valid", "test")
 _PIANO_BLOCK = 4  # renderings per block: a 30 s piece renders in well under a second
+_BYTES_PER_WRITE = 256 << 20  # 5-10 rendered pieces per Parquet file
 
 
 def soundfont_presets(names) -> dict[str, set[tuple[int, int]]]:

@@ -1,8 +1,8 @@
 """Rendering multi-track pieces: a stem per part, the class rolls and the notes.
 
-`MultitrackRenderer` is a plain callable on column batches of pieces (MIDI bytes
-with programs assigned, a soundfont per part); Ray Data runs it in an actor
-pool, tests call it directly. It imports no torch, so actors start quickly.
+`MultitrackRenderer` is a plain callable on column batches of pieces (score
+columns with programs assigned, a soundfont per part); Ray Data runs it in an
+actor pool, tests call it directly. It imports no torch, so actors start quickly.
 
 Stems are rendered by FluidSynth at `synth_rate` and resampled to `sample_rate`
 (FluidSynth interpolates samples without band-limiting, so rendering directly at
@@ -21,9 +21,8 @@ from math import gcd
 import numpy as np
 import pretty_midi
 import pyarrow as pa
-from scipy.signal import resample_poly
 
-from components.multitrack.pieces import parse_midi
+from components.multitrack.pieces import score_midi
 from components.multitrack.recipes import MultitrackRecipe
 from components.multitrack.rolls import NoteTable, frame_count, piano_rolls
 from components.multitrack.taxonomy import DRUMS, load_classes, load_hierarchy
@@ -81,6 +80,8 @@ class StemSynth:
         self.up, self.down = sample_rate // divisor, synth_rate // divisor
 
     def render(self, part: pretty_midi.Instrument, soundfont: str, samples: int) -> np.ndarray:
+        from scipy.signal import resample_poly  # takes 0.5-2 s to import: only workers need it
+
         notes = [Note(n.start, n.end, n.pitch, n.velocity) for n in part.notes]
         seconds = samples / self.sample_rate + (RESAMPLE_MARGIN if self.up != self.down else 0.0)
         audio = self.synths[soundfont].render(notes, part.program, seconds, drums=part.is_drum, mono="mean")
@@ -90,7 +91,7 @@ class StemSynth:
 
 
 class MultitrackRenderer:
-    """Batches of {example_id, piece, source, midi, soundfonts, split} -> Arrow rows of `row_schema`."""
+    """Batches of {example_id, piece, source, soundfonts, score columns, split} -> Arrow rows of `row_schema`."""
 
     def __init__(self, recipe: dict):
         self.recipe = MultitrackRecipe.model_validate(recipe)
@@ -120,12 +121,12 @@ class MultitrackRenderer:
             "seconds": seconds,
             "sample_rate": r.sample_rate,
             "stem_names": [p.name for p in midi.instruments],
-            "programs": [p.program for p in midi.instruments],
-            "is_drum": [p.is_drum for p in midi.instruments],
+            "programs": [int(p.program) for p in midi.instruments],
+            "is_drum": [bool(p.is_drum) for p in midi.instruments],
             "soundfonts": list(soundfonts),
             "stem_classes": stem_classes,
             "stem_leaves": [self.hierarchy.leaf_of(program_key(p)) for p in midi.instruments],
-            "gain": gain,
+            "gain": float(gain),
             "stems": stems.tobytes(),
             "n_frames": n_frames,
             "roll_classes": roll_classes,
@@ -140,10 +141,11 @@ class MultitrackRenderer:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
         for i in range(len(batch["example_id"])):
-            midi_data = bytes(batch["midi"][i])
-            piece = str(batch["piece"][i])
-            row = self.render(parse_midi(midi_data, piece), [str(s) for s in batch["soundfonts"][i]])
-            row.update(example_id=int(batch["example_id"][i]), piece=piece, source=str(batch["source"][i]), midi=midi_data)
+            item = {name: column[i] for name, column in batch.items()}
+            piece = str(item["piece"])
+            midi, midi_data = score_midi(item, piece)
+            row = self.render(midi, [str(s) for s in item["soundfonts"]])
+            row.update(example_id=int(item["example_id"]), piece=piece, source=str(item["source"]), midi=midi_data)
             row["digest"] = _digest(row)
             rows.append(row)
         table = pa.Table.from_pylist([{k: _plain(v) for k, v in row.items()} for row in rows], schema=self.schema)

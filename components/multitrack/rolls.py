@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pretty_midi
 
-from components.multitrack.pieces import HIGHEST, LOWEST
-
-KEYS = HIGHEST - LOWEST + 1  # 88
+LOWEST, HIGHEST = 21, 108  # the 88 piano keys, A0..C8
+KEYS = HIGHEST - LOWEST + 1
 FRAME, ONSET, OFFSET = 0, 1, 2  # roll kinds, in this order along axis 1
 
 

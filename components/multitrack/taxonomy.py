@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from numbers import Integral
 from pathlib import Path
 
 import yaml
@@ -50,9 +51,9 @@ class ClassTaxonomy:
 
     def class_of(self, program: int) -> int:
         """Class index of a GM program (DRUMS for the kit)."""
-        if not isinstance(program, int) or program not in PROGRAMS:
+        if not isinstance(program, Integral) or program not in PROGRAMS:
             raise PartitaError(f"unknown program {program!r} in taxonomy {self.name}", f"use a GM program 0..127, or {DRUMS} for drums")
-        return self.program_class[program]
+        return self.program_class[int(program)]
 
     def index(self, name: str) -> int:
         if name not in self.classes:
@@ -78,9 +79,9 @@ class Hierarchy:
         return tuple(dict.fromkeys(self.parents[family] for family in self.families))
 
     def leaf_of(self, program: int) -> str:
-        if not isinstance(program, int) or program not in PROGRAMS:
+        if not isinstance(program, Integral) or program not in PROGRAMS:
             raise PartitaError(f"unknown program {program!r} in hierarchy {self.name}", f"use a GM program 0..127, or {DRUMS} for drums")
-        return self.leaves[self.program_leaf[program]]
+        return self.leaves[self.program_leaf[int(program)]]
 
     def path(self, leaf: str) -> tuple[str, str, str]:
         """(leaf, family, group): the levels a query for `leaf` is separated at."""
@@ -101,9 +102,18 @@ class Hierarchy:
             )
 
 
-@lru_cache(maxsize=None)
 def load_classes(name_or_path: str = "jointist-39") -> ClassTaxonomy:
     path = taxonomy_path(name_or_path)
+    return _load_classes(path, sha256_file(path))
+
+
+def load_hierarchy(name_or_path: str = "hierarchy-18") -> Hierarchy:
+    path = taxonomy_path(name_or_path)
+    return _load_hierarchy(path, sha256_file(path))
+
+
+@lru_cache(maxsize=None)  # keyed by content: an edited file is read again
+def _load_classes(path: Path, sha256: str) -> ClassTaxonomy:
     content = _read(path, "classes")
     classes = content["classes"]
     owner = _assign(path, {str(name): programs for name, programs in classes.items()})
@@ -111,15 +121,14 @@ def load_classes(name_or_path: str = "jointist-39") -> ClassTaxonomy:
     return ClassTaxonomy(
         name=str(content["name"]),
         version=int(content["version"]),
-        sha256=sha256_file(path),
+        sha256=sha256,
         classes=names,
         program_class=tuple(names.index(owner[p]) for p in PROGRAMS),
     )
 
 
 @lru_cache(maxsize=None)
-def load_hierarchy(name_or_path: str = "hierarchy-18") -> Hierarchy:
-    path = taxonomy_path(name_or_path)
+def _load_hierarchy(path: Path, sha256: str) -> Hierarchy:
     content = _read(path, "groups")
     parents: dict[str, str] = {}
     leaves: dict[str, list] = {}
@@ -145,7 +154,7 @@ def load_hierarchy(name_or_path: str = "hierarchy-18") -> Hierarchy:
     return Hierarchy(
         name=str(content["name"]),
         version=int(content["version"]),
-        sha256=sha256_file(path),
+        sha256=sha256,
         leaves=names,
         parents=parents,
         program_leaf=tuple(names.index(owner[p]) for p in PROGRAMS),
