@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,28 @@ def ray_session(isolated_home):
     from orchestration.runtime import init_ray
 
     init_ray(num_cpus=2)
+    session = ray._private.worker._global_node.get_session_dir_path()
     yield
     ray.shutdown()
+    # resource hygiene: every process of this Ray instance is gone (and with it its ports)
+    deadline = time.time() + 30
+    while processes_mentioning(session) and time.time() < deadline:
+        time.sleep(0.5)
+    leftover = processes_mentioning(session)
+    assert not leftover, f"Ray processes outlived the test session: {leftover}"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains `text` (Ray's processes name their session folder)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if text in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.tracking import client
+from tests.conftest import processes_mentioning
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.sys.executable).parent
@@ -29,18 +30,6 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
-
-
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if text in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""Faults with real processes: a killed training worker, failing trials, a killed data build."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from components.manifest import read_manifest
+from orchestration.config import load_config
+from orchestration.experiment import CONFIGS
+from orchestration.tracking import PARENT_TAG, client, ensure_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker_pids() -> set[int]:
+    """Ray Train worker processes (their title replaces the command line)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                    pids.add(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_training_worker_resumes_from_its_checkpoint(ray_session, small_chords, tmp_path):
+    from orchestration.trainer import train
+
+    config = load_config(
+        [CONFIGS / "musicslots" / "smoke.yaml"],
+        ["train.steps=80", "train.eval_every=10", "train.log_every=5", "train.max_failures=2", f"train.storage_path={tmp_path}"],
+        base={"data": {"name": "jazznet-multi", "root": str(small_chords.parent), "chords": {"limit_chords": 40}}},
+    )
+    experiment_id = ensure_experiment("reliability")
+    before = worker_pids()
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(train(config, run_key="kill-a-worker", run_name="kill-a-worker", experiment_id=experiment_id)))
+    runner.start()
+    # Kill once the step-10 checkpoint is committed: the worker logs step 15 only after
+    # ray.train.report() for step 10 has returned.
+    mlflow, deadline, run_id = client(), time.time() + 300, None
+    while time.time() < deadline:
+        runs = mlflow.search_runs([experiment_id], filter_string="tags.`partita.run_key` = 'kill-a-worker'")
+        run_id = runs[0].info.run_id if runs else None
+        if run_id and any(m.step >= 15 for m in mlflow.get_metric_history(run_id, "train/loss")):
+            break
+        time.sleep(0.2)
+    victims = worker_pids() - before
+    assert len(victims) == 1, "expected one training worker"
+    victim = victims.pop()
+    os.kill(victim, signal.SIGKILL)
+    replacements: set[int] = set()
+    while runner.is_alive():
+        replacements |= worker_pids() - before - {victim}
+        runner.join(timeout=0.5)
+    assert replacements, "Ray Train did not start a new worker"
+    assert outcome["status"] == "finished" and outcome["step"] == 80
+
+    assert outcome["run_id"] == run_id
+    history = sorted(mlflow.get_metric_history(run_id, "train/loss"), key=lambda m: (m.timestamp, m.step))
+    steps = [m.step for m in history]
+    assert steps[-1] == 80
+    # the curve continues from the checkpoint: no point after the kill goes back below the first checkpoint
+    drops = [later for earlier, later in zip(steps, steps[1:]) if later < earlier]
+    assert all(step > 10 for step in drops), steps
+    assert max(steps) == 80 and 5 in steps
+
+
+@pytest.mark.slow
+def test_failing_trials_leave_the_sweep_going_and_are_marked_failed(ray_session, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation_masks", ROOT / "experiments" / "ablation_masks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    variants = '{"ok": {}, "crash": {"train.batch_size": 100000}, "nan": {"train.lr": 1.0e9, "train.grad_clip": null}}'
+    code = script.main(
+        ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0", "--set", "data.chords.limit_chords=16",
+         "--set", "sweep.grid.model.mask_norm=[none]", "--set", f"sweep.variants={variants}", "--name", "faulty-sweep"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0  # one trial finished, so the sweep reports
+    assert "variant=ok" in printed and "| 1/1 |" in printed and "| 0/1 |" in printed
+    assert "2 trial(s) failed" in printed
+
+    mlflow = client()
+    experiment = mlflow.get_experiment_by_name("musicslots-ablation-masks")
+    parent = next(r for r in mlflow.search_runs([experiment.experiment_id]) if r.info.run_name == "faulty-sweep")
+    children = {
+        r.data.tags["partita.run_key"].split("variant=")[1]: r
+        for r in mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    }
+    assert children["ok"].info.status == "FINISHED"
+    assert children["crash"].info.status == "FAILED" and "fewer than one batch" in children["crash"].data.tags["partita.error"]
+    assert children["nan"].info.status == "FAILED" and "training loss became" in children["nan"].data.tags["partita.error"]
+
+
+@pytest.mark.slow
+def test_a_killed_data_build_leaves_nothing_complete_and_rebuilds_identically(small_chords, tmp_path):
+    command = [sys.executable, "-m", "orchestration.cli", "data", "build", "jazznet-multi", "--set", "chords.limit_chords=40", "--out", str(tmp_path)]
+    env = os.environ | {"PARTITA_HOME": str(tmp_path / "home")}
+    build = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob(".jazznet-multi.building-*/*/*.parquet")) and time.time() < deadline and build.poll() is None:
+        time.sleep(0.1)
+    assert build.poll() is None, "the build finished before it could be killed"
+    os.killpg(build.pid, signal.SIGKILL)
+    build.wait()
+    assert not (tmp_path / "jazznet-multi").exists()  # nothing that looks complete
+
+    rebuilt = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert read_manifest(tmp_path / "jazznet-multi")["content_hash"] == read_manifest(small_chords)["content_hash"]
+    assert not list(tmp_path.glob(".jazznet-multi.building-*"))  # the killed build's staging folder is gone
