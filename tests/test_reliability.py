@@ -47,14 +47,10 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(ray_session, small
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(train(config, run_key="kill-a-worker", run_name="kill-a-worker", experiment_id=experiment_id)))
     runner.start()
-    # Kill once the step-10 checkpoint is committed: the worker logs step 15 only after
-    # ray.train.report() for step 10 has returned.
-    mlflow, deadline, run_id = client(), time.time() + 300, None
-    while time.time() < deadline:
-        runs = mlflow.search_runs([experiment_id], filter_string="tags.`partita.run_key` = 'kill-a-worker'")
-        run_id = runs[0].info.run_id if runs else None
-        if run_id and any(m.step >= 15 for m in mlflow.get_metric_history(run_id, "train/loss")):
-            break
+    # Kill once the controller has registered a checkpoint (it writes its snapshot then); a
+    # checkpoint the worker reported but the controller had not yet polled would be lost.
+    snapshot, deadline = tmp_path / "kill-a-worker" / "checkpoint_manager_snapshot.json", time.time() + 300
+    while not (snapshot.is_file() and "checkpoint_" in snapshot.read_text()) and time.time() < deadline:
         time.sleep(0.2)
     victims = worker_pids() - before
     assert len(victims) == 1, "expected one training worker"
@@ -67,8 +63,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(ray_session, small
     assert replacements, "Ray Train did not start a new worker"
     assert outcome["status"] == "finished" and outcome["step"] == 80
 
-    assert outcome["run_id"] == run_id
-    history = sorted(mlflow.get_metric_history(run_id, "train/loss"), key=lambda m: (m.timestamp, m.step))
+    history = sorted(client().get_metric_history(outcome["run_id"], "train/loss"), key=lambda m: (m.timestamp, m.step))
     steps = [m.step for m in history]
     assert steps[-1] == 80
     # the curve continues from the checkpoint: no point after the kill goes back below the first checkpoint
