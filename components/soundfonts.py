@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
 
 from components.errors import PartitaError
+from components.manifest import sha256_file
 
 # Debian's soundfont packages (see README "Soundfonts"); PARTITA_SOUNDFONT_DIRS
 # (os.pathsep-separated) is searched first.
@@ -49,11 +49,7 @@ def resolve(name_or_path: str) -> Path:
 
 @lru_cache(maxsize=None)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(Path(path))
 
 
 def checksum(path: Path) -> str:

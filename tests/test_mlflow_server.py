@@ -22,7 +22,7 @@ import yaml
 from components.errors import PartitaError
 from orchestration import mlflow_server, tracking
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SERVER = REPO / "k8s" / "base" / "mlflow" / "server.yaml"
@@ -81,59 +81,51 @@ def _rest(uri: str, endpoint: str, **query) -> dict:
         return json.loads(response.read())
 
 
-def _log_run(monkeypatch, uri: str, key: str) -> str:
-    """Log one run through orchestration.tracking over HTTP, as a training run does; returns its id."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert tracking.tracking_uri() == uri
-    experiment_id = tracking.ensure_experiment("server-smoke")
-    assert tracking.ensure_experiment("server-smoke") == experiment_id  # found, not created twice
-    run_id = tracking.find_or_create_run(experiment_id, key, "smoke-seed0", {"partita.test": "server"})
-    logger = tracking.RunLogger(run_id)
-    logger.params({"train.lr": "0.0003", "model.family": "smoke"})
-    for step, loss in enumerate([1.5, 0.75, 0.5]):
-        logger.metrics({"train/loss": loss}, step=step)
-    logger.text("hello from a worker\n", "notes/hello.txt")
-    logger.finish()
-    # a resumed run (same key) continues the same MLflow run
-    assert tracking.find_or_create_run(experiment_id, key, "smoke-seed0", {}) == run_id
-    tracking.RunLogger(run_id).finish()
-    return run_id
+@pytest.fixture(scope="module")
+def trained_run(server, ray_session, small_chords, tmp_path_factory):
+    """A smoke MusicSlots training run (Ray Train) tracked by the server over HTTP; its run id."""
+    from orchestration.config import load_config
+    from orchestration.experiment import CONFIGS
+    from orchestration.trainer import train
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = server.uri
+    try:
+        assert tracking.tracking_uri() == server.uri
+        experiment_id = tracking.ensure_experiment("server-smoke")
+        assert tracking.ensure_experiment("server-smoke") == experiment_id  # found, not created twice
+        config = load_config(
+            [CONFIGS / "musicslots" / "smoke.yaml"],
+            ["train.steps=10", "train.eval_every=10", "train.log_every=5", f"train.storage_path={tmp_path_factory.mktemp('runs')}"],
+            base={"data": {"name": "jazznet-multi", "root": str(small_chords.parent), "chords": {"limit_chords": 40}}},
+        )
+        outcome = train(config, run_key="server-smoke/train", run_name="smoke-seed0", experiment_id=experiment_id)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return outcome["run_id"]
 
 
-def test_run_logged_over_http_reads_back_through_rest(server, monkeypatch):
-    run_id = _log_run(monkeypatch, server.uri, "server-smoke/rest")
-
-    run = _rest(server.uri, "runs/get", run_id=run_id)["run"]
+def test_training_run_over_http_reads_back_through_rest(server, trained_run):
+    run = _rest(server.uri, "runs/get", run_id=trained_run)["run"]
     assert run["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params == {"train.lr": "0.0003", "model.family": "smoke"}
+    assert params["model.family"] == "musicslots" and params["train.steps"] == "10" and len(params["data.content_hash"]) == 64
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert tags[tracking.RUN_KEY_TAG] == "server-smoke/rest"
-    assert tags["partita.test"] == "server"
+    assert tags[tracking.RUN_KEY_TAG] == "server-smoke/train"
+    history = _rest(server.uri, "metrics/get-history", run_id=trained_run, metric_key="train/loss")["metrics"]
+    assert sorted(m["step"] for m in history) == [5, 10]
+    assert "test/miou" in {m["key"] for m in run["data"]["metrics"]}
 
-    history = _rest(server.uri, "metrics/get-history", run_id=run_id, metric_key="train/loss")["metrics"]
-    assert [(m["step"], m["value"]) for m in sorted(history, key=lambda m: m["step"])] == [(0, 1.5), (1, 0.75), (2, 0.5)]
 
-
-def test_artifacts_are_proxied_into_the_servers_destination(server, monkeypatch):
-    run_id = _log_run(monkeypatch, server.uri, "server-smoke/artifacts")
-    run = _rest(server.uri, "runs/get", run_id=run_id)["run"]
-    # the client was given a proxied location, not a path on its own disk
+def test_artifacts_are_proxied_into_the_servers_destination(server, trained_run):
+    run = _rest(server.uri, "runs/get", run_id=trained_run)["run"]
+    # the workers were given a proxied location, not a path on their own disk
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/"), run["info"]["artifact_uri"]
-    listed = _rest(server.uri, "artifacts/list", run_id=run_id, path="notes")
-    assert [f["path"] for f in listed.get("files", [])] == ["notes/hello.txt"]
-    stored = [path for path in server.artifacts.rglob("hello.txt") if run_id in path.parts]
-    assert len(stored) == 1, f"not in the server's --artifacts-destination: {sorted(server.artifacts.rglob('*'))}"
-    assert stored[0].read_text() == "hello from a worker\n"
-
-
-def _status_with_host(uri: str, host: str) -> int:
-    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
+    listed = _rest(server.uri, "artifacts/list", run_id=trained_run, path="figures")
+    assert [f["path"] for f in listed.get("files", [])] == ["figures/test_decomposition.png"]
 
 
 def test_cluster_host_rules_admit_the_service_names_and_port_forwards_only(server):
