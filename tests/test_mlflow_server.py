@@ -128,6 +128,15 @@ def test_artifacts_are_proxied_into_the_servers_destination(server, trained_run)
     assert [f["path"] for f in listed.get("files", [])] == ["figures/test_decomposition.png"]
 
 
+def _status_with_host(uri: str, host: str) -> int:
+    request = urllib.request.Request(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def test_cluster_host_rules_admit_the_service_names_and_port_forwards_only(server):
     # Ray pods use http://mlflow:5000; a port-forward arrives as localhost / 127.0.0.1
     for host in ("mlflow:5000", "mlflow.partita.svc:5000", "mlflow.partita.svc.cluster.local:5000", "localhost:5000", f"127.0.0.1:{server.port}"):
