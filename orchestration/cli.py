@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--family", required=True, help="model family, e.g. musicslots, vae, supervised_cnn")
     train.add_argument("--preset", choices=["smoke", "cpu", "paper"], default="cpu")
     train.add_argument("--dataset", default="jsb-multi")
+    train.add_argument("--jsb-json", help="czhuang jsb-chorales-quarter.json, for JSB data sets")
     train.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML merged over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--name", help="run name (default: family, preset, data set, seed); the same name resumes")
@@ -98,7 +99,8 @@ def _train(args: argparse.Namespace) -> None:
     if not preset.is_file():
         known = sorted(p.parent.name for p in CONFIGS.glob(f"*/{args.preset}.yaml"))
         raise PartitaError(f"no {args.preset} preset for model family {args.family!r}", f"use one of: {', '.join(known)}")
-    config = load_config([preset, *args.config], args.set, base={"data": {"name": args.dataset}, "experiment": f"{args.family}-runs"})
+    overrides = list(args.set) + ([f"data.jsb_json={Path(args.jsb_json).resolve()}"] if args.jsb_json else [])
+    config = load_config([preset, *args.config], overrides, base={"data": {"name": args.dataset}, "experiment": f"{args.family}-runs"})
     name = args.name or f"{args.family}-{args.preset}-{config.data.name}-seed{config.train.seed}"
     experiment_id = ensure_experiment(config.experiment)
     init_ray()
