@@ -1,0 +1,39 @@
+"""The benchmark harness: every benchmark registers, targets are judged right, A and B run in turns."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.errors import PartitaError
+from orchestration import benchmarks
+from orchestration.benchmarks import Figure, interleave
+
+
+def test_every_benchmark_module_imports_and_registers():
+    assert set(benchmarks.load_all()) == {"synth", "datasets", "eval", "train", "sweep", "multitrack"}
+
+
+@pytest.mark.parametrize(
+    "value, target, met",
+    [(50.0, ">= 50", True), (49.9, ">= 50", False), (10.0, "<= 10", True), (10.1, "<= 10", False), (3.0, None, None)],
+)
+def test_a_figure_is_judged_against_its_target(value, target, met):
+    assert Figure("b", "f", value, "x", target).met is met
+
+
+def test_interleave_runs_the_functions_in_turns_and_keeps_each_median():
+    calls = []
+    medians = interleave([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3)
+    assert calls == ["a", "b"] * 3
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
+
+
+def test_an_unknown_benchmark_is_a_user_error():
+    with pytest.raises(PartitaError, match="unknown benchmark.*synht"):
+        benchmarks.run(["synht"], quick=True)
+
+
+def test_the_table_marks_missed_targets():
+    rows = benchmarks.table([Figure("eval", "speed-up", 2.5, "x", ">= 20"), Figure("eval", "time", 1.0, "s")]).splitlines()
+    assert "| eval | speed-up | 2.5 x | >= 20 | NO |" in rows[2]
+    assert rows[3].startswith("| eval | time | 1 s |  |  |")
