@@ -111,7 +111,6 @@ def row_at(dataset_dir: Path, split: str, kind: str, index: int) -> dict:
 
 def piece_from_row(row: dict) -> Piece:
     n_stems = len(row["stem_names"])
-    notes = NoteTable(*(np.asarray(row[f"note_{k}"], np.int16) for k in ("part", "pitch", "velocity")), np.asarray(row["note_start"]), np.asarray(row["note_end"]))
     return Piece(
         example_id=row["example_id"],
         name=row["piece"],
@@ -124,7 +123,7 @@ def piece_from_row(row: dict) -> Piece:
         stem_classes=row["stem_classes"],
         stem_leaves=row["stem_leaves"],
         stems_pcm=np.frombuffer(row["stems"], "<i2").reshape(n_stems, -1),
-        notes=notes,
+        notes=NoteTable.from_columns(row),
         roll_classes=row["roll_classes"],
         rolls=np.frombuffer(row["rolls"], np.uint8).reshape(len(row["roll_classes"]), 3, KEYS, row["n_frames"]),
         midi=row["midi"],
@@ -132,13 +131,6 @@ def piece_from_row(row: dict) -> Piece:
 
 
 def rendering_from_row(row: dict) -> PianoRendering:
-    notes = NoteTable(
-        np.zeros(len(row["note_pitch"]), np.int16),
-        np.asarray(row["note_pitch"], np.int16),
-        np.asarray(row["note_velocity"], np.int16),
-        np.asarray(row["note_start"]),
-        np.asarray(row["note_end"]),
-    )
     return PianoRendering(
         example_id=row["example_id"],
         piece_id=row["piece_id"],
@@ -148,7 +140,7 @@ def rendering_from_row(row: dict) -> PianoRendering:
         seconds=row["seconds"],
         mel=np.frombuffer(row["mel"], "<f2").reshape(-1, row["n_frames"]).astype(np.float32),
         roll=np.frombuffer(row["roll"], np.uint8).reshape(KEYS, row["n_frames"]),
-        notes=notes,
+        notes=NoteTable.from_columns(row),
     )
 
 

@@ -112,7 +112,8 @@ def score_midi(row: dict, name: str) -> tuple[pretty_midi.PrettyMIDI, bytes]:
         midi.key_signature_changes.append(pretty_midi.KeySignature(int(row["key"]), 0.0))
     for part_name, program, is_drum in zip(row["part_names"], row["programs"], row["is_drum"]):
         midi.instruments.append(pretty_midi.Instrument(program=int(program), is_drum=bool(is_drum), name=str(part_name)))
-    for part, pitch, velocity, start, end in zip(*(row[f"note_{k}"] for k in ("part", "pitch", "velocity", "start", "end"))):
+    notes = NoteTable.from_columns(row)
+    for part, pitch, velocity, start, end in zip(notes.part, notes.pitch, notes.velocity, notes.start, notes.end):
         midi.instruments[part].notes.append(pretty_midi.Note(int(velocity), int(pitch), float(start), float(end)))
     data = midi_bytes(midi)
     return parse_midi(data, name), data

@@ -36,6 +36,13 @@ class NoteTable:
         columns = np.array(rows, dtype=np.float64).reshape(-1, 5).T
         return cls(*(c.astype(np.int16) for c in columns[:3]), columns[3].copy(), columns[4].copy())
 
+    @classmethod
+    def from_columns(cls, row: dict) -> "NoteTable":
+        """From a stored row's `note_<field>` columns; rows of one-part pieces may omit `note_part`."""
+        pitch = np.asarray(row["note_pitch"], np.int16)
+        part = np.asarray(row["note_part"], np.int16) if "note_part" in row else np.zeros(len(pitch), np.int16)
+        return cls(part, pitch, np.asarray(row["note_velocity"], np.int16), np.asarray(row["note_start"], np.float64), np.asarray(row["note_end"], np.float64))
+
     def __len__(self) -> int:
         return len(self.pitch)
 
