@@ -37,3 +37,18 @@ def test_the_table_marks_missed_targets():
     rows = benchmarks.table([Figure("eval", "speed-up", 2.5, "x", ">= 20"), Figure("eval", "time", 1.0, "s")]).splitlines()
     assert "| eval | speed-up | 2.5 x | >= 20 | NO |" in rows[2]
     assert rows[3].startswith("| eval | time | 1 s |  |  |")
+
+
+def test_tree_monitor_counts_the_memory_and_cpu_of_child_processes():
+    import subprocess
+    import sys
+
+    from orchestration.benchmarks.monitor import TreeMonitor
+
+    with TreeMonitor() as idle:
+        pass
+    child = "import time; x = bytearray(300 << 20); x[::4096] = b'1' * len(x[::4096]); t = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+    with TreeMonitor() as busy:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    assert busy.peak_mb - idle.peak_mb > 250  # the child's 300 MB, touched page by page
+    assert busy.cpu_seconds >= 1.0  # its busy loop, kept after it exited

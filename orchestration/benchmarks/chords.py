@@ -32,7 +32,7 @@ from components.datasets import DataConfig
 from components.features import LogMel
 from components.soundfonts import resolve
 from orchestration.benchmarks import Figure, interleave, register
-from orchestration.benchmarks.multitrack import TreeMonitor
+from orchestration.benchmarks.monitor import TreeMonitor
 from orchestration.data_build import build
 from orchestration.runtime import init_ray
 
