@@ -62,3 +62,18 @@ def test_a_dataset_folder_without_manifest_is_not_mistaken_for_a_build(tmp_path)
     (tmp_path / "jsb-multi" / "train").mkdir(parents=True)
     with pytest.raises(PartitaError, match="not a complete data set"):
         ChordData(tmp_path / "jsb-multi")
+
+
+def test_a_probe_of_a_family_without_a_representation_names_the_families_that_have_one(tmp_path):
+    import mlflow
+
+    from orchestration.probe import CHECKPOINT_TAG, probe_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = mlflow.MlflowClient(uri)
+    experiment = tracking.create_experiment("probe-refusal")
+    run = tracking.create_run(experiment, tags={"partita.family": "supervised_cnn", CHECKPOINT_TAG: "file:///nowhere"})
+    tracking.set_terminated(run.info.run_id)
+    with pytest.raises(PartitaError, match="supervised_cnn model, which has no representation to probe") as error:
+        probe_run(run.info.run_id, uri=uri)
+    assert "musicslots, autoencoder, vae" in str(error.value)
