@@ -5,13 +5,18 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.partita-installed
-# System libraries and soundfonts (Debian/Ubuntu). kubectl renders the k8s overlays in tests.
-APT_PACKAGES := libfluidsynth3 fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small
+# uv installs the environment from uv.lock; this exact release is bootstrapped with pip and is
+# pinned in the lock too, so `uv sync` keeps it.
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+# System libraries and soundfonts (Debian/Ubuntu). kubectl renders the k8s overlays in tests;
+# chromium loads the MLflow UI in the browser test.
+APT_PACKAGES := libfluidsynth3 fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small chromium
 ifeq ($(shell command -v kubectl 2>/dev/null),)
 APT_PACKAGES += kubernetes-client
 endif
 
-.PHONY: install system-packages demo test submit bench clean-runs
+.PHONY: install system-packages lock doctor demo test submit bench clean-runs
 
 install: system-packages $(STAMP)
 
@@ -27,11 +32,23 @@ system-packages:
 		echo "then run make again."; exit 1; \
 	fi
 
-$(STAMP): pyproject.toml
+# Installs exactly what uv.lock pins (--frozen: never re-resolves; a lock that no longer matches
+# pyproject.toml is an error, fixed on purpose with `make lock`). Ends with `partita doctor`, so a
+# broken install fails here, naming the package, rather than at first use.
+$(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@test -x $(UV) && $(UV) --version | grep -qx 'uv $(UV_VERSION)' || $(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(UV) sync --frozen --extra test --python $(PY)
+	$(VENV)/bin/partita doctor
 	@touch $(STAMP)
+
+# Re-resolve the lock from pyproject.toml's ranges, on purpose only; then rerun the fresh-clone check.
+lock:
+	@test -x $(UV) || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q 'uv==$(UV_VERSION)'; }
+	$(UV) lock --upgrade
+
+doctor: install
+	$(VENV)/bin/partita doctor
 
 # The main job on the embedded default: local Ray, SQLite MLflow under this folder,
 # data synthesised on the spot. See README for the full-size runs.

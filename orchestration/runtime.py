@@ -33,6 +33,9 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], **common)
     else:
         ray.init(
+            # "local": always a fresh instance; without it ray.init() joins any head that
+            # `ray start` left running on this machine, which is not the embedded default.
+            address="local",
             num_cpus=num_cpus or os.cpu_count(),
             # the dashboard also serves the state API that Ray Train's clean-up monitor polls
             include_dashboard=True,
