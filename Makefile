@@ -16,7 +16,7 @@ ifeq ($(shell command -v kubectl 2>/dev/null),)
 APT_PACKAGES += kubernetes-client
 endif
 
-.PHONY: install system-packages lock doctor demo test submit bench clean-runs
+.PHONY: install system-packages lock demo test submit bench clean-runs
 
 install: system-packages $(STAMP)
 
@@ -32,13 +32,13 @@ system-packages:
 		echo "then run make again."; exit 1; \
 	fi
 
-# Installs exactly what uv.lock pins (--frozen: never re-resolves; a lock that no longer matches
+# Installs exactly what uv.lock pins (--locked: a lock that no longer matches
 # pyproject.toml is an error, fixed on purpose with `make lock`). Ends with `partita doctor`, so a
 # broken install fails here, naming the package, rather than at first use.
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) && $(UV) --version | grep -qx 'uv $(UV_VERSION)' || $(PY) -m pip install -q 'uv==$(UV_VERSION)'
-	$(UV) sync --frozen --extra test --python $(PY)
+	$(UV) sync --locked --extra test --python $(PY)
 	$(VENV)/bin/partita doctor
 	@touch $(STAMP)
 
@@ -46,9 +46,6 @@ $(STAMP): pyproject.toml uv.lock
 lock:
 	@test -x $(UV) || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q 'uv==$(UV_VERSION)'; }
 	$(UV) lock --upgrade
-
-doctor: install
-	$(VENV)/bin/partita doctor
 
 # The main job on the embedded default: local Ray, SQLite MLflow under this folder,
 # data synthesised on the spot. See README for the full-size runs.
