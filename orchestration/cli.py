@@ -136,7 +136,7 @@ def _data_build(args: argparse.Namespace) -> None:
 
 
 def _data_info(args: argparse.Namespace) -> None:
-    from components.manifest import read_manifest, verify
+    from components.data.manifest import read_manifest, verify
 
     path = Path(args.path)
     manifest = verify(path) if args.verify else read_manifest(path)
@@ -174,14 +174,16 @@ def _data_listen(args: argparse.Namespace) -> None:
 
     import soundfile
 
-    from components.manifest import read_manifest
-    from components.multitrack import data
+    from components.data.manifest import read_manifest
+    from components.data.multitrack.reader import piece_from_row
+    from components.data.pianos.reader import rendering_from_row
+    from components.data.splits import row_at
 
     path, out = Path(args.path), Path(args.out)
     kind = read_manifest(path).get("kind")
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "multitrack":
-        piece = data.piece_from_row(data.row_at(path, args.split, kind, args.index))
+        piece = piece_from_row(row_at(path, args.split, kind, args.index))
         soundfile.write(out, piece.mix(), piece.sample_rate, subtype="FLOAT")
         print(f"{piece.name} ({args.split} #{args.index}, {piece.stems_pcm.shape[1] / piece.sample_rate:.1f} s): mix -> {out}")
         for n, (name, audio) in enumerate(zip(piece.stem_names, piece.stems)):
@@ -189,9 +191,9 @@ def _data_listen(args: argparse.Namespace) -> None:
             soundfile.write(stem, audio, piece.sample_rate, subtype="FLOAT")
             print(f"  {name}: program {piece.programs[n]}{' (drum kit)' if piece.is_drum[n] else ''}, {piece.stem_classes[n]}, {piece.soundfonts[n]} -> {stem}")
     elif kind == "piano-domains":
-        from components.multitrack.pianos import PianoRenderer
+        from components.data.pianos.render import PianoRenderer
 
-        rendering = data.rendering_from_row(data.row_at(path, args.split, kind, args.index))
+        rendering = rendering_from_row(row_at(path, args.split, kind, args.index))
         renderer = PianoRenderer(read_manifest(path)["recipe"]["pianos"])
         audio = renderer.render_audio(rendering.notes, rendering.piano, rendering.seconds)
         soundfile.write(out, audio, renderer.recipe.sample_rate, subtype="FLOAT")

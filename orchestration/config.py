@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from components.datasets import DataConfig
+from components.data.catalog import DataConfig
 from components.errors import PartitaError
 from components.models import FAMILIES, get_family
 from components.models.base import ModelConfig

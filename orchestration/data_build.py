@@ -2,7 +2,7 @@
 
 Each worker actor is the plan's worker class (it holds the synthesiser and the
 feature transform); output lands in a staging folder, split by split, and is
-published with its manifest only when complete (components.manifest.staging).
+published with its manifest only when complete (components.data.manifest.staging).
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from components import datasets
-from components.manifest import FORMAT, content_hash, file_records, read_manifest, staging, write_manifest
+from components.data.catalog import DataConfig, plan as build_plan
+from components.data.manifest import FORMAT, content_hash, file_records, read_manifest, staging, write_manifest
 from components.errors import PartitaError
 from orchestration import paths
 from orchestration.runtime import cluster_cpus, init_ray
 from orchestration.versions import code_version
 
 
-def dataset_dir(config: datasets.DataConfig) -> Path:
+def dataset_dir(config: DataConfig) -> Path:
     return Path(config.root).expanduser().resolve() / config.name if config.root else paths.data_root() / config.name
 
 
-def build(config: datasets.DataConfig, *, force: bool = False, workers: int | None = None) -> Path:
+def build(config: DataConfig, *, force: bool = False, workers: int | None = None) -> Path:
     """Build `config.name` unless an identical build exists; returns its folder."""
     final = dataset_dir(config)
-    plan = datasets.plan(config, sources=final.parent / "sources")  # bad input fails here, before Ray starts
+    plan = build_plan(config, sources=final.parent / "sources")  # bad input fails here, before Ray starts
     if not force and (final / "manifest.json").is_file():
         existing = read_manifest(final)
         if existing.get("recipe_hash") == plan.recipe_hash:

@@ -53,7 +53,7 @@ def _probe_task(config_tree: dict, checkpoint_uri: str, data_path: str) -> dict:
     """Runs on a Ray worker: extract representations of every split, train and score the probe."""
     import ray.train
 
-    from components.datasets import open_dataset
+    from components.data.catalog import open_dataset
     from components.models import get_family
     from components.probes import accuracy, check_probe_data, extract, train_probe
 

@@ -43,6 +43,8 @@ class SweepResult:
     parent_run_id: str
     experiment_id: str
     trials: list[TrialOutcome]
+    metric: str = ""  # the selection metric ("val/miou") and whether higher is better ("max")
+    mode: str = "max"
 
 
 def trial_key(sweep: str, values: dict[str, Any]) -> str:
@@ -99,7 +101,7 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
     experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
     init_ray()
     data_path = build(config.data)
-    from components.manifest import read_manifest
+    from components.data.manifest import read_manifest
 
     manifest = read_manifest(data_path)
     params, tags = run_record(config.to_dict(), manifest)
@@ -173,7 +175,7 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
             trials.append(TrialOutcome(values, "failed", error=error))
             _mark_failed(experiment_id, trial_key(name, values), error, uri)
     parent.metrics({"trials_finished": sum(t.status == "finished" for t in trials), "trials_failed": sum(t.status == "failed" for t in trials)}, 0)
-    return SweepResult(name, parent_id, experiment_id, trials)
+    return SweepResult(name, parent_id, experiment_id, trials, metric, mode)
 
 
 def _error_line(error: BaseException | None) -> str:

@@ -55,7 +55,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
-    from components.datasets import open_dataset
+    from components.data.catalog import open_dataset
     from components.errors import PartitaError
     from components.models import get_family
     from orchestration.config import validate

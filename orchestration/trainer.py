@@ -11,8 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from components.data.manifest import read_manifest
 from components.errors import PartitaError
-from components.manifest import read_manifest
 from orchestration import paths
 from orchestration.config import ExperimentConfig
 from orchestration.data_build import dataset_dir
@@ -64,6 +64,7 @@ def train(
     run_id = find_or_create_run(experiment_id, run_key, run_name, tags, uri)
     logger = RunLogger(run_id, uri)
     logger.params(params)
+    logger.dataset(manifest, data_path)
     logger.json(config.to_dict(), "config.json")
 
     callbacks = []

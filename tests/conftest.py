@@ -70,7 +70,7 @@ def jsb_reference() -> Path:
 @pytest.fixture(scope="session")
 def small_chords(ray_session, tmp_path_factory) -> Path:
     """A small jazznet-multi (40 chords per split, all instrument assignments), built on Ray Data."""
-    from components.datasets import DataConfig
+    from components.data.catalog import DataConfig
     from orchestration.data_build import build
 
     root = tmp_path_factory.mktemp("data")

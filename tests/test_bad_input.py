@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.chord_data import ChordData
+from components.data.chords.reader import ChordData
 from components.errors import PartitaError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,14 +11,13 @@ import pytest
 import torch
 import torchaudio
 
-from components import chords
-from components.chord_data import ChordData
-from components.chord_features import ChordFeaturizer, NoteBank
-from components.chords import ChordRecipe, chord_splits, jazznet_chords, jsb_chords_from_json
+from components.data.chords.reader import ChordData
+from components.data.chords.recipe import ChordRecipe, chord_splits, jazznet_chords, jsb_chords_from_json
+from components.data.chords.render import ChordFeaturizer, NoteBank
+from components.data.features import FeatureConfig, LogMel, note_masks, power_to_db
+from components.data.manifest import read_manifest, staging
+from components.data.synthesis import Note, SynthConfig, Synthesizer
 from components.errors import PartitaError
-from components.features import FeatureConfig, LogMel, note_masks, power_to_db
-from components.manifest import read_manifest, staging
-from components.synthesis import Note, SynthConfig, Synthesizer
 
 RECIPE = ChordRecipe()
 
@@ -194,7 +193,7 @@ def test_build_writes_splits_manifest_and_loads_back(small_chords):
 
 
 def test_rebuild_is_a_noop_and_the_content_is_independent_of_sharding(small_chords, capsys):
-    from components.datasets import DataConfig
+    from components.data.catalog import DataConfig
     from orchestration.data_build import build
 
     before = read_manifest(small_chords)

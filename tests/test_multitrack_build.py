@@ -7,11 +7,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from components.datasets import DataConfig, plan
-from components.manifest import verify
-from components.multitrack import data
-from components.multitrack.pianos import PianoRenderer
-from components.multitrack.render import MultitrackRenderer
+from components.data.catalog import DataConfig, plan
+from components.data.manifest import verify
+from components.data.multitrack.reader import pieces
+from components.data.multitrack.render import MultitrackRenderer
+from components.data.pianos.reader import dictionary as piano_dictionary, renderings
+from components.data.pianos.render import PianoRenderer
+from components.data.splits import row_at
 from orchestration.data_build import build
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,7 @@ def test_slakh_like_build(slakh):
     assert len(manifest["taxonomies"]["classes"]["classes"]) == 39
     names = set()
     for split in ("train", "valid", "test"):
-        for piece in data.pieces(path, split):
+        for piece in pieces(path, split):
             names.add(piece.name)
             assert 4 <= len(piece.stem_names) <= 6
             np.testing.assert_allclose(piece.mix(), piece.stems.sum(axis=0), rtol=0, atol=1e-6)
@@ -47,7 +49,7 @@ def test_rendering_does_not_depend_on_the_worker(slakh):
     renderer = MultitrackRenderer(config.multitrack.model_dump(mode="json"))
     local = renderer({name: np.asarray(item.column(name).to_pylist(), dtype=object) for name in item.column_names})
     split = item.column("split")[0].as_py()
-    built = pa.Table.from_pylist([data.row_at(path, split, "multitrack", 0)])
+    built = pa.Table.from_pylist([row_at(path, split, "multitrack", 0)])
     assert local.column("digest").to_pylist() == built.column("digest").to_pylist()
 
 
@@ -93,13 +95,13 @@ def test_piano_domains_build(ray_session, tmp_path):
     path = build(config, workers=2)
     manifest = verify(path)
     assert {split: entry["rows"] for split, entry in manifest["splits"].items()} == {"canonical": 3, "dictionary": 88, "test": 2, "train": 6}
-    dictionary = data.dictionary(path)
+    dictionary = piano_dictionary(path)
     assert dictionary.shape == (256, 88) and (dictionary.sum(axis=0) > 0).all()
     # a high note's energy sits in higher mel bins than a low note's
     centroid = (np.arange(256)[:, None] * dictionary).sum(axis=0) / dictionary.sum(axis=0)
     assert centroid[80] > centroid[40] > centroid[0]
-    canonical = {r.piece_id: r for r in data.renderings(path, "canonical")}
-    for rendering in data.renderings(path, "test"):
+    canonical = {r.piece_id: r for r in renderings(path, "canonical")}
+    for rendering in renderings(path, "test"):
         pair = canonical[rendering.piece_id]  # the same MIDI by the canonical piano, frame-aligned
         assert rendering.mel.shape == pair.mel.shape == (256, rendering.roll.shape[1])
         assert (rendering.roll == pair.roll).all() and not np.allclose(rendering.mel, pair.mel)
@@ -107,5 +109,5 @@ def test_piano_domains_build(ray_session, tmp_path):
     renderer = PianoRenderer(config.pianos.model_dump(mode="json"))
     audio = renderer.render_audio(rendering.notes, rendering.piano, rendering.seconds)
     np.testing.assert_allclose(rendering.mel, renderer.mel(torch.from_numpy(audio)).numpy(), rtol=2e-3, atol=1e-6)
-    overlap = [r.overlap for r in data.renderings(path, "train")]
-    assert sum(overlap) == 2 and len(list(data.renderings(path, "train", "no-overlap"))) == 4
+    overlap = [r.overlap for r in renderings(path, "train")]
+    assert sum(overlap) == 2 and len(list(renderings(path, "train", "no-overlap"))) == 4

@@ -7,12 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components.datasets import DataConfig, plan
+from components.data.catalog import DataConfig, plan
+from components.data.multitrack.arranger import ROLES, arrange
+from components.data.multitrack.instruments import Assignment, assign
+from components.data.multitrack.pieces import corpus_pieces, load_midi, midi_bytes, tidy
+from components.data.multitrack.rolls import HIGHEST, LOWEST
 from components.errors import PartitaError
-from components.multitrack.arranger import ROLES, arrange
-from components.multitrack.instruments import Assignment, assign
-from components.multitrack.pieces import corpus_pieces, load_midi, midi_bytes, tidy
-from components.multitrack.rolls import HIGHEST, LOWEST
 from orchestration.config import load_data_config
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from components.multitrack.data import piece_from_row
-from components.multitrack.pieces import parse_midi, score_columns, tidy
-from components.multitrack.recipes import MultitrackRecipe
-from components.multitrack.render import MultitrackRenderer
-from components.multitrack.rolls import FRAME, OFFSET, ONSET, frame_count
-from components.multitrack.segments import SEGMENTINGS, SegmentConfig, segment
-from components.multitrack.taxonomy import load_hierarchy
+from components.data.multitrack.pieces import parse_midi, score_columns, tidy
+from components.data.multitrack.reader import piece_from_row
+from components.data.multitrack.recipe import MultitrackRecipe
+from components.data.multitrack.render import MultitrackRenderer
+from components.data.multitrack.rolls import FRAME, OFFSET, ONSET, frame_count
+from components.data.multitrack.segments import SEGMENTINGS, SegmentConfig, segment
+from components.data.multitrack.taxonomy import load_hierarchy
 
 FPS = 100.0
 

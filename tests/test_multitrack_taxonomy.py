@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from components.data.multitrack.taxonomy import DRUMS, load_classes, load_hierarchy
 from components.errors import PartitaError
-from components.multitrack.taxonomy import DRUMS, load_classes, load_hierarchy
 
 
 def test_jointist_classes_follow_the_table():

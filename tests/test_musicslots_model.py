@@ -6,8 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from components.data.features import power_to_db
 from components.errors import PartitaError
-from components.features import power_to_db
 from components.models import get_family
 from components.models.base import DataSpec
 from components.models.musicslots import MusicSlotsConfig, compose

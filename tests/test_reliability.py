@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.manifest import read_manifest
+from components.data.manifest import read_manifest
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import PARENT_TAG, client, ensure_experiment

@@ -74,7 +74,7 @@ def match_notes(
 
     pred_db [B, K, F, T] slot spectrograms in dB, note_db [B, N, F, T] the true
     notes in dB, note_valid [B, N] which note rows are real. Masks are bins at or
-    above the absolute level `threshold_db` (see components.features.note_masks).
+    above the absolute level `threshold_db` (see components.data.features.note_masks).
     """
     if pred_db.shape[0] != note_db.shape[0] or pred_db.shape[2:] != note_db.shape[2:]:
         raise ValueError(f"slots {tuple(pred_db.shape)} and notes {tuple(note_db.shape)} must share batch and spectrogram shape")

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import nn
 
+from components.data.features import FeatureConfig
 from components.errors import PartitaError
-from components.features import FeatureConfig
 from components.metrics.slots import match_notes
 from components.models.autoencoders import Kernel, conv_output_size, conv_stack, deconv_stack, max_doublings, model_device, upsampled_size
 from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily, Representation

@@ -26,11 +26,11 @@ import soundfile
 import torch
 import torchaudio
 
-from components.chord_features import ChordFeaturizer
-from components.chords import CHORD_DATASETS, ChordRecipe, chord_splits
-from components.datasets import DataConfig
-from components.features import LogMel
-from components.soundfonts import resolve
+from components.data.catalog import DataConfig
+from components.data.chords.recipe import CHORD_DATASETS, ChordRecipe, chord_splits
+from components.data.chords.render import ChordFeaturizer
+from components.data.features import LogMel
+from components.data.soundfonts import resolve
 from orchestration.benchmarks import Figure, interleave, register
 from orchestration.benchmarks.monitor import TreeMonitor
 from orchestration.data_build import build
@@ -165,9 +165,10 @@ def datasets(quick: bool) -> list[Figure]:
         # the JSB source is prepared outside the timing (a music21 derivation takes a minute, once)
         for name in names:
             if name.startswith("jsb"):
-                from components.datasets import jsb_source_file
+                from components.data.chords.plan import jsb_source_file
 
-                jsb_source_file(DataConfig(name=name, root=folder, **source), Path(folder) / "sources")
+                config = DataConfig(name=name, root=folder, **source)
+                jsb_source_file(config.chords, config.jsb_json, Path(folder) / "sources")
                 break
         start = time.perf_counter()
         with TreeMonitor() as peak:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from components.datasets import DataConfig, plan
+from components.data.catalog import DataConfig, plan
 from orchestration.benchmarks import Figure, register
 from orchestration.benchmarks.monitor import TreeMonitor
 from orchestration.data_build import build

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from components.datasets import DataConfig, open_dataset
+from components.data.catalog import DataConfig, open_dataset
 from components.models import get_family
 from orchestration.benchmarks import Figure, register
 from orchestration.config import ExperimentConfig, load_config

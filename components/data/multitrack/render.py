@@ -22,11 +22,11 @@ import numpy as np
 import pretty_midi
 import pyarrow as pa
 
-from components.multitrack.pieces import score_midi
-from components.multitrack.recipes import MultitrackRecipe
-from components.multitrack.rolls import NoteTable, frame_count, piano_rolls
-from components.multitrack.taxonomy import DRUMS, load_classes, load_hierarchy
-from components.synthesis import Note, SynthConfig, Synthesizer
+from components.data.multitrack.pieces import score_midi
+from components.data.multitrack.recipe import MultitrackRecipe
+from components.data.multitrack.rolls import NoteTable, frame_count, piano_rolls
+from components.data.multitrack.taxonomy import DRUMS, load_classes, load_hierarchy
+from components.data.synthesis import Note, SynthConfig, Synthesizer
 
 FULL_SCALE = 32768.0
 # resampling filter support at the synth rate: rendered beyond the end, then cropped

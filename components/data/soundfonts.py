@@ -6,8 +6,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from components.data.manifest import sha256_file
 from components.errors import PartitaError
-from components.manifest import sha256_file
 
 # Debian's soundfont packages (see README "Soundfonts"); PARTITA_SOUNDFONT_DIRS
 # (os.pathsep-separated) is searched first.

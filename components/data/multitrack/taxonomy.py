@@ -19,12 +19,12 @@ from pathlib import Path
 
 import yaml
 
+from components.data.manifest import sha256_file
 from components.errors import PartitaError
-from components.manifest import sha256_file
 
 DRUMS = 128  # pseudo-program of the GM drum kit
 PROGRAMS = range(DRUMS + 1)
-BUNDLED = Path(__file__).resolve().parent.parent / "taxonomies"
+BUNDLED = Path(__file__).resolve().parents[2] / "taxonomies"
 
 
 def taxonomy_path(name_or_path: str) -> Path:

@@ -20,10 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from components.chords import MAX_NOTES
-from components.datasets import NOTES_SPLIT
+from components.data.chords.recipe import MAX_NOTES, NOTES_SPLIT
+from components.data.manifest import check_file, read_manifest
 from components.errors import PartitaError
-from components.manifest import check_file, read_manifest
 from components.models.base import Batch, DataSpec
 
 SILENCE_DB = -100.0  # below any floor: what an absent note "sounds" like

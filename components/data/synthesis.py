@@ -18,9 +18,9 @@ from typing import Literal, NamedTuple, Sequence
 import numpy as np
 from pydantic import Field
 
+from components.data.soundfonts import resolve
 from components.errors import PartitaError
 from components.schema import StrictModel
-from components.soundfonts import resolve
 
 BLOCK = 64  # FluidSynth's internal block size in samples
 

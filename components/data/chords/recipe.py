@@ -3,7 +3,7 @@
 JSB chords come from the czhuang `jsb-chorales-quarter.json` (or, offline, from
 music21's bundled chorales, a different and clearly labelled set); JazzNet
 chords are generated from the JazzNet formulas. Everything here is symbolic:
-rendering and features live in `components.chord_features`.
+rendering and features live in `components.data.chords.render`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from components.data.features import FeatureConfig
+from components.data.synthesis import SynthConfig
 from components.errors import PartitaError
-from components.features import FeatureConfig
 from components.schema import StrictModel
-from components.synthesis import SynthConfig
 
 SPLITS = ("train", "valid", "test")
 MAX_NOTES = 4
+NOTES_SPLIT = "notes"  # one row per distinct (pitch, program), its spectrogram alone
 # The czhuang file as the paper used it: where to fetch it, and its sha256 so a
 # corrupted or different download is refused.
 JSB_URL = "https://raw.githubusercontent.com/czhuang/JSB-Chorales-dataset/master/jsb-chorales-quarter.json"

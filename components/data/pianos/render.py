@@ -19,10 +19,10 @@ import pyarrow as pa
 import torch
 import torchaudio
 
-from components.multitrack.pieces import score_midi
-from components.multitrack.recipes import PianoDomainsRecipe, parse_piano
-from components.multitrack.rolls import FRAME, NoteTable, piano_rolls
-from components.synthesis import Note, SynthConfig, Synthesizer
+from components.data.multitrack.pieces import score_midi
+from components.data.multitrack.rolls import FRAME, NoteTable, piano_rolls
+from components.data.pianos.recipe import PianoDomainsRecipe, parse_piano
+from components.data.synthesis import Note, SynthConfig, Synthesizer
 
 DICTIONARY = "dictionary"
 

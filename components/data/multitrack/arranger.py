@@ -3,7 +3,7 @@
 `arrange(seed, n_parts, ...)` writes a pretty_midi piece whose instruments are
 named by role: bass, comping, melody and drums always, then pad and counter
 (a second, higher accompaniment line) up to `n_parts`. Programs are left at 0:
-components.multitrack.instruments assigns them by role. Everything random comes
+components.data.multitrack.instruments assigns them by role. Everything random comes
 from the seed, so a piece is reproducible from (seed, arguments) alone.
 
 The piece: a key and mode, a tempo, a metre (4/4 or 3/4), two 4-chord

@@ -16,9 +16,9 @@ import pyarrow as pa
 import torch
 import torchaudio
 
-from components.chords import MAX_NOTES, ChordRecipe
-from components.features import LogMel
-from components.synthesis import Note, Synthesizer
+from components.data.chords.recipe import MAX_NOTES, ChordRecipe
+from components.data.features import LogMel
+from components.data.synthesis import Note, Synthesizer
 
 
 def row_schema(n_bins: int) -> pa.Schema:

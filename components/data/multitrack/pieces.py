@@ -22,8 +22,8 @@ import numpy as np
 import pretty_midi
 import pyarrow as pa
 
+from components.data.multitrack.rolls import HIGHEST, LOWEST, NoteTable
 from components.errors import PartitaError
-from components.multitrack.rolls import HIGHEST, LOWEST, NoteTable
 
 RESOLUTION = 960  # MIDI ticks per beat: about 1 ms at 60 bpm
 MIN_NOTE_SECONDS = 0.01
@@ -233,7 +233,7 @@ def tidy(midi: pretty_midi.PrettyMIDI, max_seconds: float, time_scale: float = 1
 
 def roles(midi: pretty_midi.PrettyMIDI) -> list[str]:
     """Band roles of a piece's parts: arranged parts are named by role; otherwise by register."""
-    from components.multitrack.arranger import ROLES
+    from components.data.multitrack.arranger import ROLES
 
     names = [instrument.name for instrument in midi.instruments]
     if all(name in ROLES for name in names):

@@ -1,0 +1,1 @@
+"""MAPS-like piano domains (Kelz): recipe, plan, render (renderings and the note dictionary), reader."""
