@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", help="where to write the figures (default $PARTITA_HOME/runs/benchmarks/<time>.json)")
     bench.set_defaults(run=_bench)
 
+    doctor = commands.add_parser("doctor", help="check that this machine can run partita: one line per check, exit 1 if one fails")
+    doctor.add_argument("--soundfont", action="append", metavar="NAME_OR_PATH", help="soundfonts to check (default: the three GM soundfonts partita uses)")
+    doctor.set_defaults(run=_doctor)
+
     mlflow_server.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -74,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("partita: interrupted", file=sys.stderr)
         return 130
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from orchestration.doctor import DEFAULT_SOUNDFONTS, doctor
+
+    return doctor(tuple(args.soundfont or DEFAULT_SOUNDFONTS))
 
 
 def _bench(args: argparse.Namespace) -> None:

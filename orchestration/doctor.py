@@ -120,7 +120,7 @@ def check_soundfont(name_or_path: str) -> Check:
     peak = float(result.stdout.strip() or 0)
     if peak <= 0:
         return Check(f"soundfont {name_or_path}", False, f"{path} renders silence for middle C on preset 0", "use a General MIDI soundfont with a piano on bank 0, preset 0")
-    return Check(f"soundfont {name_or_path}", True, f"{path} sha256 {checksum(path)[:16]}, middle C peak {peak:.3f}")
+    return Check(f"soundfont {name_or_path}", True, f"{path} sha256 {checksum(path)[:16]}, middle C peak {peak:.0f} (16-bit)")
 
 
 def check_ray() -> Check:
