@@ -42,6 +42,7 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     amp: bool = Field(True, description="bf16 autocast when on GPU (ignored on CPU)")
     max_failures: int = Field(0, ge=0, description="worker-failure restarts from the last checkpoint")
+    capacity_wait_s: float = Field(600, ge=0, description="on a joined cluster, how long to wait for the CPUs/GPUs the workers need (nodes joining)")
     storage_path: str | None = Field(None, description="Ray Train storage (default $PARTITA_HOME/runs); s3:// or a shared mount on clusters")
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """Sweeps on Ray Tune: a grid (ablations x seeds) or an Optuna search, one MLflow parent run.
 
 Each trial is a small driver function that trains one config through
-`trainer.train` (a TorchTrainer of its own), logged as a child run of the
+`trainer.train` (in the trial's own process when it has one worker, else on a
+TorchTrainer of its own), logged as a child run of the
 sweep's parent run so MLflow's compare view lines the trials up. Names are
 deterministic: running the same sweep again resumes unfinished trials from
 their checkpoints and returns finished ones at once.
@@ -101,6 +102,9 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
     experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
     init_ray()
     data_path = build(config.data)
+    from orchestration.trainer import preflight, record_failure, trains_in_trial
+
+    preflight(config, data_path)
     from components.data.manifest import read_manifest
 
     manifest = read_manifest(data_path)
@@ -142,18 +146,39 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
         search_alg = OptunaSearch(metric=metric, mode=mode, seed=config.sweep.seeds[0])
         # the metric may arrive only with a trial's final report (probe accuracies)
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    tuner = tune.Tuner(
+    train_config = config.train
+    if trains_in_trial(config):
+        resources = {"cpu": train_config.cpus_per_worker, "gpu": int(train_config.use_gpu)}
+    else:
         # The trial driver only waits on its TorchTrainer, whose workers hold the CPUs;
         # a CPU for it too would leave one trial's workers unschedulable on 2 cores.
         # (Tune refuses an empty request, hence a token amount of memory.)
-        tune.with_resources(trial, {"cpu": 0, "memory": 64 * 1024**2}),
+        resources = {"cpu": 0, "memory": 64 * 1024**2}
+
+    class RecordRetries(tune.Callback):
+        """A trial Tune restarts (its node was lost) resumes from its checkpoint; the failure is kept on its run."""
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+            runs = client(uri).search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{trial_key(name, trial.config)}'", max_results=1)
+            if runs:
+                record_failure(runs[0].info.run_id, uri, _error_line(trial.get_error()))
+
+    tuner = tune.Tuner(
+        tune.with_resources(trial, resources),
         param_space=search_space(config),
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
             num_samples=config.sweep.num_samples if config.sweep.search == "optuna" else 1,
             max_concurrent_trials=concurrency(config),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(paths.runs_root() / "tune"), verbose=1),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(paths.runs_root() / "tune"),
+            verbose=1,
+            # restarts of in-process trials; a TorchTrainer's workers restart within Ray Train
+            failure_config=tune.FailureConfig(max_failures=train_config.max_failures if trains_in_trial(config) else 0),
+            callbacks=[RecordRetries()],
+        ),
     )
     results = tuner.fit()
 

@@ -6,10 +6,13 @@ warm-up + cosine learning rate, gradient clipping, a step-based and resumable
 data order, validation and checkpoints every `eval_every` steps, the best state
 by the family's selection metric, and a final test evaluation. Only rank 0
 evaluates and logs to MLflow; a non-finite loss stops every rank together.
+The same loop runs on Ray Train workers and inside a Tune trial's own process
+(orchestration.train_sessions); it logs the seconds of each phase as time/*.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -50,9 +53,30 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
+class PhaseClock:
+    """Seconds spent per phase of a run: where its fixed cost goes beside the training steps."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
+    """A TorchTrainer worker's entry point."""
+    from orchestration.train_sessions import WorkerSession
+
+    run_loop(loop_config, WorkerSession())
+
+
+def run_loop(loop_config: dict, session) -> None:
+    """Train (or resume and finish) one run; `session` is where it runs (train_sessions)."""
     import torch.distributed as dist
 
     from components.data.catalog import open_dataset
@@ -64,10 +88,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     config = validate(loop_config["config"])
     train = config.train
     family = get_family(config.model.family)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = session.rank, session.world
     torch.set_num_threads(train.cpus_per_worker)
-    device = ray.train.torch.get_device()
+    device = session.device
     amp = train.amp and device.type == "cuda"
 
     data = open_dataset(Path(loop_config["data_path"]))
@@ -82,13 +105,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     model = family.build(config.model, data.spec)
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare(model)
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, train.decay_steps))
 
     step, best_valid, best_state = 0, None, None
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             path = Path(folder) / STATE
@@ -104,6 +127,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             print(f"resuming at step {step} from {checkpoint.path}", flush=True)
 
     logger = RunLogger(loop_config["run_id"], loop_config["tracking_uri"]) if rank == 0 else None
+    nodes = session.node_ids()
+    if rank == 0:
+        logger.tags({"partita.nodes": ",".join(nodes)})  # where each rank runs (this attempt's)
     selection, mode = family.selection_metric, family.selection_mode
 
     def evaluate(split: str) -> dict[str, float]:
@@ -117,8 +143,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         core.train()
         return metrics
 
+    clock = PhaseClock()
+
     def save_and_report(metrics: dict, outcome: dict | None = None) -> None:
-        with tempfile.TemporaryDirectory() as folder:
+        with clock("checkpoint"), tempfile.TemporaryDirectory() as folder:
             if rank == 0:
                 state = {
                     "model": core.state_dict(),
@@ -132,11 +160,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 torch.save(state, Path(folder) / STATE)
                 if outcome is not None:
                     (Path(folder) / OUTCOME).write_text(json.dumps(outcome))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+            session.report(metrics, Path(folder) if rank == 0 else None)
 
     model.train()
+    clock.seconds["start"] = time.time() - loop_config["started"]  # since train() began: processes, data, model, restore
     running, started, last_log = {}, time.perf_counter(), step
     while step < train.steps:
+        stepping = time.perf_counter()
         index = batch_indices(len(train_split), per_worker, train.seed, step, rank, world)
         batch = to_device(train_split.batch(index), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -162,6 +192,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         step += 1
         for key, value in logs.items():
             running[key] = running.get(key, 0.0) + float(value)
+        clock.seconds["steps"] = clock.seconds.get("steps", 0.0) + time.perf_counter() - stepping
 
         if rank == 0 and (step % train.log_every == 0 or step == train.steps):
             elapsed = time.perf_counter() - started
@@ -169,20 +200,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
             averaged = {f"train/{k}": v / count for k, v in running.items()}
             averaged["train/lr"] = schedule.get_last_lr()[0]
             averaged["train/samples_per_s"] = count * train.batch_size / max(elapsed, 1e-9)
-            logger.metrics(averaged, step)
+            with clock("log"):
+                logger.metrics(averaged, step)
             print(f"step {step}/{train.steps}  loss {averaged.get('train/loss', float('nan')):.4g}  {averaged['train/samples_per_s']:.1f} samples/s", flush=True)
             running, started, last_log = {}, time.perf_counter(), step
 
         if step % train.eval_every == 0 or step == train.steps:
             metrics = {"step": step}
             if rank == 0:
-                valid = evaluate("valid")
+                with clock("eval"):
+                    valid = evaluate("valid")
                 best = None if best_valid is None else best_valid[selection]
                 if best is None or (valid[selection] > best if mode == "max" else valid[selection] < best):
                     best_valid = valid
                     best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
                 shown = {f"val/{k}": v for k, v in valid.items()} | {f"val/best_{selection}": best_valid[selection]}
-                logger.metrics(shown, step)
+                with clock("log"):
+                    logger.metrics(shown, step)
                 metrics |= shown
                 print(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in valid.items()), flush=True)
             if step < train.steps:
@@ -194,12 +228,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         if best_state is not None:
             core.load_state_dict(best_state)
-        test = evaluate("test")
-        valid = best_valid or evaluate("valid")
-        logger.metrics({f"test/{k}": v for k, v in test.items()} | {f"best_val/{k}": v for k, v in valid.items()}, step)
-        figure = family.figure(core, to_device(eval_splits["test"].batch(torch.arange(min(4, len(eval_splits["test"])))), device))
-        if figure is not None:
-            logger.figure(figure, "figures/test_decomposition.png")
+        with clock("eval"):
+            test = evaluate("test")
+            valid = best_valid or evaluate("valid")
+        with clock("log"):
+            logger.metrics({f"test/{k}": v for k, v in test.items()} | {f"best_val/{k}": v for k, v in valid.items()}, step)
+        with clock("figure"):
+            figure = family.figure(core, to_device(eval_splits["test"].batch(torch.arange(min(4, len(eval_splits["test"])))), device))
+            if figure is not None:
+                logger.figure(figure, "figures/test_decomposition.png")
         outcome |= {"test": test, "valid": valid}
         final |= {f"test/{k}": v for k, v in test.items()} | {f"val/{k}": v for k, v in valid.items()}
     save_and_report(final, outcome)
+    if rank == 0:
+        logger.metrics({f"time/{phase}_s": seconds for phase, seconds in clock.seconds.items()}, step)
