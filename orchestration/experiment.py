@@ -63,10 +63,12 @@ def scale_note(config, preset: str) -> str:
 
 
 def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_file: Path, paper_file: Path, extra_overrides: list[str] = ()) -> int:
-    """Run the sweep, then print and log its table beside the paper's; 1 if no trial finished."""
+    """Run the sweep, then print and log its table beside the paper's, and where to see it; 1 if no trial finished."""
+    from components.data.manifest import read_manifest
+    from orchestration.data_build import dataset_dir
     from orchestration.reports import comparison_table, load_paper
     from orchestration.sweep import run_sweep
-    from orchestration.tracking import RunLogger
+    from orchestration.tracking import RunLogger, publish_sweep, tracking_uri
 
     config = load_experiment(args, family, sweep_file, extra_overrides)
     result = run_sweep(config, sweep_name(script, args, config))
@@ -75,8 +77,14 @@ def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_fi
     parent = RunLogger(result.parent_run_id)
     parent.text(table, "results.md")
     finished = sum(t.status == "finished" for t in result.trials)
+    data_path = dataset_dir(config.data)
+    links = publish_sweep(result.experiment_id, result.parent_run_id, result.metric, result.mode, table, read_manifest(data_path), data_path)
     parent.finish("FINISHED" if finished else "FAILED", None if finished else "no trial finished")
     print(f"MLflow: experiment {config.experiment!r}, parent run {result.parent_run_id}")
+    print(f"  compare the trials: {links['compare']}")
+    print(f"  the trials by {result.metric}: {links['ranked']}")
+    if not tracking_uri().startswith(("http://", "https://")):
+        print("  (the embedded store: start `partita mlflow ui` to open them)")
     return 0 if finished else 1
 
 
