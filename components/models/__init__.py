@@ -7,9 +7,10 @@ and add one line to `_FAMILIES` below.
 from components.errors import PartitaError
 from components.models.autoencoders import AUTOENCODER, SUPERVISED_CNN, VAE_FAMILY
 from components.models.base import ModelFamily
+from components.models.kelz import KELZ
 from components.models.musicslots import MUSICSLOTS
 
-_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN)
+_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, KELZ)
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in _FAMILIES}
 

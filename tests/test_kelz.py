@@ -1,0 +1,164 @@
+"""Kelz and Widmer: the U-Net, the batched demixing solver, thresholds, snippets, SSIM and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import nnls
+
+from components.data.manifest import FORMAT, MANIFEST
+from components.data.pianos.snippets import PianoSnippets, SnippetConfig, SnippetSplit, snippet_starts
+from components.errors import PartitaError
+from components.metrics.similarity import ssim
+from components.models.kelz.demixing import (
+    DemixConfig,
+    Problem,
+    add_regulariser_gradient,
+    decompose,
+    objective,
+    regularisers,
+    solve,
+)
+from components.models.kelz.evaluation import fit_input_thresholds
+from components.models.unet import UNet
+
+BINS, NOTES = 64, 12
+
+
+def random_problem(frames: int = 120, seed: int = 0, noise: float = 0.05):
+    rng = np.random.default_rng(seed)
+    dictionary = rng.random((BINS, NOTES))
+    truth = np.where(rng.random((NOTES, frames)) < 0.2, rng.random((NOTES, frames)) * 2, 0.0)
+    return dictionary, dictionary @ truth + noise * rng.random((BINS, frames))
+
+
+def test_unet_has_the_papers_parameter_count():
+    assert sum(p.numel() for p in UNet().parameters()) == 13_390_209
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (16, 16), (5, 7)])
+def test_unet_keeps_odd_shapes(shape):
+    model = UNet(1, 2, channels=(4, 8, 8)).eval()
+    assert model(torch.randn(2, 1, *shape)).shape == (2, 2, *shape)
+
+
+def test_solver_keeps_activations_non_negative():
+    dictionary, spectrogram = random_problem()
+    config = DemixConfig(lambda_h=1.0, lambda_t=1.0, steps=50, lr=0.1, init="uniform")
+    activations = decompose(dictionary, [spectrogram, spectrogram[:, :40]], config)
+    assert [a.shape for a in activations] == [(NOTES, 120), (NOTES, 40)]
+    assert min(a.min() for a in activations) >= 0 and max(a.max() for a in activations) > 0
+
+
+def test_without_regularisers_the_objective_matches_nnls_per_frame():
+    dictionary, spectrogram = random_problem(frames=200)
+    (activations,) = decompose(dictionary, [spectrogram], DemixConfig(lambda_h=0, lambda_t=0, steps=300, lr=1e-2))
+    ours = ((dictionary @ activations - spectrogram) ** 2).sum(axis=0)
+    reference = np.array([nnls(dictionary, frame)[1] ** 2 for frame in spectrogram.T])
+    assert (ours <= reference * 1.01 + 1e-9).all(), (ours / reference).max()
+
+
+def test_a_dictionary_column_decomposes_into_its_note():
+    dictionary, _ = random_problem()
+    note = 7
+    spectrogram = np.repeat(dictionary[:, note : note + 1], 30, axis=1)
+    (activations,) = decompose(dictionary, [spectrogram], DemixConfig(steps=300))
+    assert (activations.argmax(axis=0) == note).all()
+    share = activations[note].sum() / activations.sum()
+    assert share > 0.98 and np.allclose(activations[note], 1.0, atol=0.05)
+
+
+def test_the_temporal_term_smooths():
+    dictionary, spectrogram = random_problem(frames=150, noise=0.5)
+
+    def change(lambda_t: float) -> float:
+        (activations,) = decompose(dictionary, [spectrogram], DemixConfig(lambda_h=0, lambda_t=lambda_t, steps=300))
+        return float(np.abs(np.diff(activations, axis=1)).mean())
+
+    assert change(1e3) < 0.5 * change(0.0)
+
+
+def test_closed_form_gradients_equal_autograd():
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.rand(2, NOTES, 30, generator=generator, dtype=torch.float64)
+    activations[:, :, 4] = 0  # a silent frame: the Hoyer term's 0/0 corner
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 22:] = False
+    activations[1, :, 22:] = 0
+    config = DemixConfig(lambda_h=0.3, lambda_t=0.7, lags=3)
+    leaf = activations.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(regularisers(leaf, valid, config).sum(), leaf)
+    ours = torch.zeros_like(activations)
+    add_regulariser_gradient(activations, valid, config, ours)
+    torch.testing.assert_close(ours * valid[:, None], expected * valid[:, None])
+
+
+def test_pieces_solved_together_get_their_solo_answers():
+    dictionary, spectrogram = random_problem(frames=80)
+    config = DemixConfig(steps=40, lambda_h=0.1, lambda_t=0.1)
+    d, v = torch.tensor(dictionary, dtype=torch.float32), torch.tensor(spectrogram, dtype=torch.float32)
+    together = solve(d, Problem.pad([v, v[:, :50]]), config)
+    alone = solve(d, Problem.pad([v[:, :50]]), config)
+    torch.testing.assert_close(together[1, :, :50], alone[0], rtol=1e-4, atol=1e-5)
+    assert (together[1, :, 50:] == 0).all()
+    values = objective(d, Problem.pad([v, v[:, :50]]), together, config)
+    assert values.shape == (2,) and (values > 0).all()
+
+
+def test_thresholds_come_from_train_and_valid_only():
+    rng = np.random.default_rng(0)
+
+    def pieces(n):
+        rolls = [rng.random((88, 40)) < 0.1 for _ in range(n)]
+        return [(roll * rng.uniform(0.5, 1.5, roll.shape) + rng.random(roll.shape) * 0.6, roll) for roll in rolls]
+
+    decompositions = {"train": pieces(3), "valid": pieces(2), "test": pieces(2)}
+    thresholds = fit_input_thresholds(decompositions, candidates=50)
+    changed_test = dict(decompositions, test=[(a * 10 + 5, r) for a, r in decompositions["test"]])
+    np.testing.assert_array_equal(fit_input_thresholds(changed_test, candidates=50), thresholds)
+    changed_train = dict(decompositions, train=[(a * 10 + 5, r) for a, r in decompositions["train"]])
+    assert not np.array_equal(fit_input_thresholds(changed_train, candidates=50), thresholds)
+
+
+def test_snippets_are_aligned_and_cover_each_piece():
+    assert snippet_starts(600, 256, 128).tolist() == [0, 128, 256]
+    assert snippet_starts(100, 256, 128).tolist() == [0]  # shorter than a snippet: one, padded
+    source = torch.arange(2 * 600, dtype=torch.float16).reshape(2, 600)
+    split = SnippetSplit([source, source[:, :100]], [source + 1, source[:, :100] + 1], SnippetConfig(frames=256, hop=128))
+    assert len(split) == 4
+    batch = split.batch(torch.tensor([1, 3]))
+    assert batch["source"].shape == batch["target"].shape == (2, 1, 2, 256)
+    difference = batch["target"] - batch["source"]  # each target is its source + 1, padding aside
+    assert (difference[0] == 1).all() and (difference[1, ..., :100] == 1).all() and (difference[1, ..., 100:] == 0).all()
+    assert batch["source"][0, 0, 0, 0] == 128 and (batch["source"][1, ..., 100:] == 0).all()
+    assert sum(len(b["source"]) for b in split.batches(3)) == 4
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(64, 80, generator=generator)
+    noisy = image + 0.3 * torch.randn(64, 80, generator=generator)
+    assert ssim(image, image) == pytest.approx(1.0)
+    assert ssim(noisy, image) < 0.9 and ssim(noisy, image) == pytest.approx(ssim(image, noisy), rel=0.05)
+
+
+def test_a_dictionary_of_the_wrong_size_is_refused():
+    dictionary, spectrogram = random_problem()
+    with pytest.raises(PartitaError, match="mel bins; fix: use a dictionary of 64"):
+        decompose(dictionary[:40], [spectrogram], DemixConfig())
+
+
+def test_a_negative_lambda_is_refused_with_its_key():
+    from orchestration.config import load_config
+
+    with pytest.raises(PartitaError, match=r"model.demix.lambda_t = -1.*fix: set an allowed value"):
+        load_config(["experiments/configs/kelz/smoke.yaml"], ["model.demix.lambda_t=-1"])
+
+
+def test_a_chord_set_is_refused(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "kind": "chords"}))
+    with pytest.raises(PartitaError, match="needs a piano-domains data set.*fix: pass --dataset piano-domains"):
+        PianoSnippets(tmp_path, SnippetConfig())
