@@ -72,7 +72,8 @@ def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_fi
 
     config = load_experiment(args, family, sweep_file, extra_overrides)
     result = run_sweep(config, sweep_name(script, args, config))
-    table = comparison_table(result, config, load_paper(paper_file), scale_note(config, args.preset))
+    learns_with = f"python experiments/{script}.py --preset cpu --dataset {config.data.name}" if args.preset == "smoke" else None
+    table = comparison_table(result, config, load_paper(paper_file), scale_note(config, args.preset), learns_with)
     print("\n" + table)
     parent = RunLogger(result.parent_run_id)
     parent.text(table, "results.md")

@@ -33,10 +33,19 @@ def _format(mean: float, std: float | None) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict | None, scale: str) -> str:
+PIPELINE_CHECK = (
+    "**A pipeline check, not a result.** This preset trains toy-sized models for {steps} steps so that every stage "
+    "(data, Ray Train, Tune, MLflow, this table) runs in minutes; they learn nothing, so the rows do not differ "
+    "for any reason the table's settings name. The preset that learns: `{command}` (see README, Results)."
+)
+
+
+def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict | None, scale: str, learns_with: str | None = None) -> str:
     """A markdown table: one row per grid cell, ours (mean ± std over seeds) beside the paper's.
 
     The paper file's `metrics` map "split/metric" keys (e.g. test/miou) to column labels.
+    `learns_with`: for a preset that only checks the pipeline, the command of one that
+    learns; the table then says so above its rows.
     """
     stats = {split: cell_statistics(result.trials, split) for split in ("valid", "test")}
     metrics: dict[str, str] = (paper or {}).get("metrics") or {
@@ -53,6 +62,7 @@ def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict 
         f"ours: {scale}",
         f"paper: {(paper or {}).get('scale', 'no reference numbers')}{source}",
         "",
+        *([PIPELINE_CHECK.format(steps=config.train.steps, command=learns_with), ""] if learns_with else []),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]

@@ -34,6 +34,7 @@ def test_smoke_sweep_logs_a_parent_run_and_one_child_per_mask_norm(ray_session, 
     assert load_script("ablation_masks").main(SMOKE) == 0
     printed = capsys.readouterr().out
     assert "MusicSlots-none" in printed and "44.49 ± 0.62" in printed  # the paper's number beside ours
+    assert "A pipeline check, not a result" in printed and "ablation_masks.py --preset cpu" in printed  # smoke says so, and what learns
 
     mlflow = client()
     experiment = mlflow.get_experiment_by_name("musicslots-ablation-masks")

@@ -134,6 +134,11 @@ class VAEConfig(ConvEncoderFields):
 class SupervisedCNNConfig(ConvEncoderFields):
     family: Literal["supervised_cnn"] = "supervised_cnn"
     hidden_size: int = Field(128, gt=0, description="the MLP's hidden layer (Table 10)")
+    # regularisers the paper does not list (its defaults switch them off)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the flattened encoder output and the hidden layer")
+    gain_augment_db: float = Field(0.0, ge=0, description="training only: each chord shifted by a uniform random gain in +-this many dB")
+    db_offset: float = Field(0.0, description="the encoder sees (dB - db_offset) / db_scale")
+    db_scale: float = Field(1.0, gt=0)
 
 
 # --- modules -------------------------------------------------------------------
@@ -214,11 +219,17 @@ class SupervisedCNN(nn.Module):
         super().__init__()
         self.n_pitches, self.n_programs = data.n_pitches, data.n_programs
         self.encoder = ConvEncoder(config, data)
-        self.hidden = nn.Sequential(nn.Linear(self.encoder.out_size, config.hidden_size), nn.ReLU())
+        self.hidden = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(self.encoder.out_size, config.hidden_size), nn.ReLU(), nn.Dropout(config.dropout)
+        )
         self.head = nn.Linear(config.hidden_size, data.n_programs * data.n_pitches)
+        self.db_offset, self.db_scale, self.gain_augment_db = config.db_offset, config.db_scale, config.gain_augment_db
 
     def encode(self, chord_db: torch.Tensor) -> torch.Tensor:
-        return self.hidden(self.encoder(chord_db))
+        if self.training and self.gain_augment_db:
+            # the same chord louder or softer: pitch and instrument do not change with level
+            chord_db = chord_db + torch.empty(len(chord_db), 1, 1, 1, device=chord_db.device).uniform_(-self.gain_augment_db, self.gain_augment_db)
+        return self.hidden(self.encoder((chord_db - self.db_offset) / self.db_scale))
 
     def forward(self, chord_db: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode(chord_db))

@@ -51,6 +51,10 @@ class MusicSlotsConfig(ModelConfig):
     decoder_upsampling: int = Field(4, ge=0, description="stride-2 transposed convs, each doubling both axes")
     decoder_channels: int = Field(128, gt=0)
     decoder_kernel: Kernel = 5
+    # the networks' units: the encoder sees (dB - db_offset) / db_scale and the decoder's
+    # output y means db_offset + db_scale * y dB. The paper's are raw dB (0, 1).
+    db_offset: float = Field(0.0, description="dB level the encoder's input is centred on and the decoder's output starts from")
+    db_scale: float = Field(1.0, gt=0, description="dB per unit of the encoder's input and the decoder's output")
     # composition (eq. 1)
     mask_norm: Literal["softmax", "sigmoid", "none"] = Field("none", description="alpha masks normalised over slots, squashed per slot, or absent")
     top_db: float = Field(80.0, gt=0, description="floor of the composed dB spectrogram under its maximum, as the input's")
@@ -205,6 +209,10 @@ class MusicSlots(nn.Module):
         self.encoder = Encoder(config, data)
         self.slot_attention = SlotAttention(config)
         self.decoder = BroadcastDecoder(config, out_channels=1 if config.mask_norm == "none" else 2)
+        # Spectrograms span about +-20 dB around -20 dB, while the networks' natural scale is
+        # about 1: in raw dB the first few hundred steps only grow weights to reach the level
+        # and range of the data. The affine change of units leaves the architecture as it is.
+        self.db_offset, self.db_scale = config.db_offset, config.db_scale
 
     def forward(self, chord_db: torch.Tensor) -> dict[str, torch.Tensor]:
         """chord_db [B, 1, F, T] -> recon_db [B, 1, F, T], slots_db / decoded_db / alphas [B, K, F, T], slots [B, K, D].
@@ -212,9 +220,9 @@ class MusicSlots(nn.Module):
         slots_db is each slot's contribution to the mix (its note spectrogram),
         decoded_db the decoder's raw dB output before the alpha weights.
         """
-        slots = self.slot_attention(self.encoder(chord_db))
+        slots = self.slot_attention(self.encoder((chord_db - self.db_offset) / self.db_scale))
         decoded = self.decoder(slots).float()  # compose in float32 even under bf16 autocast: dB values need the mantissa
-        slot_db = decoded[:, :, 0]
+        slot_db = self.db_offset + self.db_scale * decoded[:, :, 0]
         alpha_logits = decoded[:, :, 1] if self.mask_norm != "none" else None
         return {**compose(slot_db, alpha_logits, self.mask_norm, self.top_db), "decoded_db": slot_db, "slots": slots}
 

@@ -99,7 +99,32 @@ def train_throughput(quick: bool) -> list[Figure]:
                 Figure("train", f"{family}/{preset} samples/s, plain PyTorch", round(plain_rate, 2), "samples/s", note=note),
                 Figure("train", f"{family}/{preset} Ray Train overhead", round(100 * (plain_rate / ray_rate - 1), 1), "%", "<= 10", note),
             ]
+        figures += cpu_preset_before_after(quick, data)
     return figures
+
+
+# The MusicSlots cpu preset before issue 16: raw dB in and out, batch 32. Everything else is
+# today's preset, so the two differ only in what that work changed.
+CPU_BEFORE = ["model.db_offset=0", "model.db_scale=1", "train.batch_size=32"]
+
+
+def cpu_preset_before_after(quick: bool, data: DataConfig) -> list[Figure]:
+    """Samples/s of the MusicSlots cpu preset before and after issue 16, plain loop, in turns, one thread."""
+    rates = {"before": [], "after": []}
+    per_window = 4
+    runs = {
+        name: _config("musicslots", "cpu", data, overrides + [f"train.log_every={per_window}"])
+        for name, overrides in (("before", CPU_BEFORE), ("after", []))
+    }
+    for _ in range(1 if quick else 3):
+        for name, config in runs.items():
+            rates[name] += plain_run(config, WINDOWS, 1)[0][1:]
+    before, after = statistics.median(rates["before"]), statistics.median(rates["after"])
+    note = f"musicslots cpu preset, plain loop, 1 thread, median of {len(rates['after'])} windows of {per_window} steps each"
+    return [
+        Figure("train", "musicslots/cpu samples/s, before issue 16", round(before, 2), "samples/s", note=note),
+        Figure("train", "musicslots/cpu samples/s, after issue 16", round(after, 2), "samples/s", note=note),
+    ]
 
 
 @register("sweep")
