@@ -162,3 +162,18 @@ def test_a_chord_set_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "kind": "chords"}))
     with pytest.raises(PartitaError, match="needs a piano-domains data set.*fix: pass --dataset piano-domains"):
         PianoSnippets(tmp_path, SnippetConfig())
+
+
+@pytest.mark.parametrize(
+    ("preset", "dataset", "message"),
+    [
+        ("experiments/configs/kelz/smoke.yaml", "jsb-multi", "kelz cannot train on jsb-multi; it needs the piano-domains set: pass --dataset piano-domains"),
+        ("experiments/configs/kelz/smoke.yaml", "slakh-like", "kelz cannot train on slakh-like"),
+        ("experiments/configs/musicslots/smoke.yaml", "piano-domains", "musicslots cannot train on piano-domains"),
+    ],
+)
+def test_data_sets_of_other_kinds_are_refused_at_load(preset, dataset, message):
+    from orchestration.config import load_config
+
+    with pytest.raises(PartitaError, match=message):
+        load_config([preset], [f"data.name={dataset}"])

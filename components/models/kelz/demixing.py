@@ -14,9 +14,10 @@ Gradients are written out rather than taken by autograd: the reconstruction term
 2 lambda_r (G A - D^T V) with G = D^T D (notes x notes) computed once, one 88 x 88 product per
 step instead of a 256 x 88 product and its backward (4x faster here); the regularisers' closed
 forms are 6x faster than autograd through them (the tests check them against autograd).
-The default initialisation is the unconstrained least-squares solution clipped at 0: with it
-a few hundred steps reach scipy's NNLS objective (see `partita bench kelz`); the paper's
-uniform initialisation is `init: uniform`.
+The default initialisation is the unconstrained least-squares solution clipped at 0: from it,
+100 steps at lr 0.1 reach scipy's NNLS objective on piano-domains spectrograms to 0.1% in the
+worst frame (measured on 600 frames of a test rendering; from a uniform start, and at lr 0.01,
+hundreds of steps fall short). The paper's uniform initialisation is `init: uniform`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class DemixConfig(StrictModel):
     lambda_h: float = Field(1e-4, ge=0, description="weight of the Hoyer sparsity term (paper: 1e-4)")
     lambda_t: float = Field(1e-4, ge=0, description="weight of the temporal term (paper: 1e-4)")
     lags: int = Field(4, ge=1, description="the temporal term compares frame j with j+1 .. j+lags (paper: 4)")
-    steps: int = Field(200, ge=0, description="Adam steps per batch of pieces")
-    lr: float = Field(1e-2, gt=0, description="Adam learning rate, in units of activation")
+    steps: int = Field(100, ge=0, description="Adam steps per batch of pieces")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate, in units of activation (a note at the dictionary's velocity is 1)")
     init: Literal["least_squares", "uniform"] = Field("least_squares", description="clipped least squares, or U[0, init_scale)")
     init_scale: float = Field(1.0, gt=0)
     seed: int = Field(0, description="seed of the uniform initialisation")

@@ -97,6 +97,7 @@ class Kelz(ModelFamily):
         n = max(len(mse), 1)
         return {"mse": sum(mse) / n, "mse_undenoised": sum(identity) / n, "ssim": sum(similarity) / n}
 
+    @torch.no_grad()
     def figure(self, model: torch.nn.Module, batch: Batch):
         import matplotlib
 
