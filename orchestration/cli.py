@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--jsb-source", choices=["czhuang", "music21"], help="music21: offline fallback, a different chord set")
     build.add_argument("--workers", type=int, help="Ray actors (default: all CPUs)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--dry-run", action="store_true", help="check the recipe and its inputs (soundfonts, JSB file), print what would be built, and stop")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, e.g. chords.note_seconds=0.5")
     build.add_argument("--pieces", type=int, help="number of pieces (slakh-like, piano-domains)")
     build.add_argument("--soundfonts", nargs="+", metavar="SOUNDFONT", help="names or .sf2/.sf3 paths the parts draw from (slakh-like)")
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--preset", choices=["smoke", "cpu", "paper"], default="cpu")
     train.add_argument("--dataset", default="jsb-multi")
     train.add_argument("--jsb-json", help="czhuang jsb-chorales-quarter.json, for JSB data sets")
+    train.add_argument("--jsb-source", choices=["czhuang", "music21"], help="music21: the offline fallback, a different chord set")
+    train.add_argument("--dry-run", action="store_true", help="validate the config and the data's inputs, print the plan, and stop")
     train.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML merged over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--name", help="run name (default: family, preset, data set, seed); the same name resumes")
@@ -110,8 +113,14 @@ def _train(args: argparse.Namespace) -> None:
         known = sorted(p.parent.name for p in CONFIGS.glob(f"*/{args.preset}.yaml"))
         raise PartitaError(f"no {args.preset} preset for model family {args.family!r}", f"use one of: {', '.join(known)}")
     overrides = list(args.set) + ([f"data.jsb_json={Path(args.jsb_json).resolve()}"] if args.jsb_json else [])
+    overrides += [f"data.chords.jsb_source={args.jsb_source}"] if args.jsb_source else []
     config = load_config([preset, *args.config], overrides, base={"data": {"name": args.dataset}, "experiment": f"{args.family}-runs"})
     name = args.name or f"{args.family}-{args.preset}-{config.data.name}-seed{config.train.seed}"
+    if args.dry_run:
+        from orchestration.data_build import check_inputs
+
+        print(f"run {name}: config valid\ndata {check_inputs(config.data)}\ndry run: nothing trained; drop --dry-run to run it")
+        return
     experiment_id = ensure_experiment(config.experiment)
     init_ray()
     build(config.data)
@@ -131,6 +140,10 @@ def _data_build(args: argparse.Namespace) -> None:
     from orchestration.config import load_data_config
     from orchestration.data_build import build
 
+    from components.data.catalog import KNOWN_DATASETS
+
+    if args.name not in KNOWN_DATASETS:
+        raise PartitaError(f"unknown data set {args.name!r}", f"name one of: {', '.join(KNOWN_DATASETS)} (partita data build jsb-multi)")
     overrides = list(args.set) + ([f"chords.jsb_source={args.jsb_source}"] if args.jsb_source else [])
     recipe = {"slakh-like": "multitrack", "piano-domains": "pianos"}.get(args.name)
     if (args.pieces is not None or args.soundfonts) and recipe is None:
@@ -142,6 +155,11 @@ def _data_build(args: argparse.Namespace) -> None:
             raise PartitaError("--soundfonts applies to slakh-like", "choose piano-domains' pianos with --set pianos.train_pianos=[SOUNDFONT:PROGRAM,...]")
         overrides.append(f"multitrack.soundfonts={json.dumps(args.soundfonts)}")
     config = load_data_config({"name": args.name, "root": args.out, "jsb_json": args.jsb_json}, overrides)
+    if args.dry_run:
+        from orchestration.data_build import check_inputs
+
+        print(f"{check_inputs(config)}\ndry run: nothing built; drop --dry-run to build it")
+        return
     build(config, force=args.force, workers=args.workers)
 
 

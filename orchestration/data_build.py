@@ -25,6 +25,14 @@ def dataset_dir(config: DataConfig) -> Path:
     return Path(config.root).expanduser().resolve() / config.name if config.root else paths.data_root() / config.name
 
 
+def check_inputs(config: DataConfig) -> str:
+    """Resolve what a build of `config` needs (source files, soundfonts) without building; a summary line."""
+    final = dataset_dir(config)
+    plan = build_plan(config, sources=final.parent / "sources")
+    built = (final / "manifest.json").is_file() and read_manifest(final).get("recipe_hash") == plan.recipe_hash
+    return f"{config.name}: {sum(plan.counts.values())} rows {plan.counts}, {'up to date' if built else 'to be built'} at {final}"
+
+
 def build(config: DataConfig, *, force: bool = False, workers: int | None = None) -> Path:
     """Build `config.name` unless an identical build exists; returns its folder."""
     final = dataset_dir(config)

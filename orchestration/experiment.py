@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import json
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ def experiment_parser(description: str, default_dataset: str) -> argparse.Argume
     parser.add_argument("--search", choices=["grid", "optuna"], help="grid (default) or an Optuna search over sweep.space")
     parser.add_argument("--samples", type=int, help="Optuna trials")
     parser.add_argument("--jsb-json", help="czhuang jsb-chorales-quarter.json, for JSB data sets")
+    parser.add_argument("--jsb-source", choices=["czhuang", "music21"], help="music21: the offline fallback, a different chord set derived from music21's chorales")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config and the inputs it names (data set, soundfonts, JSB file), print the plan, and stop")
     parser.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML merged over the preset")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=3e-4")
     parser.add_argument("--name", help="sweep name (default: script, data set, preset and a hash of the config, so a rerun resumes)")
@@ -38,6 +41,10 @@ def experiment_parser(description: str, default_dataset: str) -> argparse.Argume
 def load_experiment(args: argparse.Namespace, family: str, sweep_file: Path, extra_overrides: list[str] = ()):
     from orchestration.config import load_config
 
+    from components.data.catalog import KNOWN_DATASETS
+
+    if args.dataset not in KNOWN_DATASETS:
+        raise PartitaError(f"unknown data set {args.dataset!r}", f"pass --dataset with one of: {', '.join(KNOWN_DATASETS)}")
     files = [CONFIGS / family / f"{args.preset}.yaml", sweep_file, *args.config]
     overrides = []
     if args.seeds:
@@ -48,6 +55,8 @@ def load_experiment(args: argparse.Namespace, family: str, sweep_file: Path, ext
         overrides.append(f"sweep.num_samples={args.samples}")
     if args.jsb_json:
         overrides.append(f"data.jsb_json={Path(args.jsb_json).resolve()}")
+    if args.jsb_source:
+        overrides.append(f"data.chords.jsb_source={args.jsb_source}")
     return load_config(files, [*extra_overrides, *overrides, *args.set], base={"data": {"name": args.dataset}})
 
 
@@ -62,6 +71,25 @@ def scale_note(config, preset: str) -> str:
     return f"preset {preset}: {train.steps} steps, batch {train.batch_size}, {seeds} seed{'s' * (seeds > 1)}"
 
 
+def trial_count(config) -> int:
+    sweep = config.sweep
+    if sweep.search == "optuna":
+        return sweep.num_samples
+    return max(1, len(sweep.variants)) * math.prod(len(values) for values in sweep.grid.values()) * len(sweep.seeds)
+
+
+def dry_run_plan(script: str, args: argparse.Namespace, config) -> str:
+    """What a run would do, after checking the config and the data's inputs: nothing is trained or built."""
+    from orchestration.data_build import check_inputs
+
+    return "\n".join([
+        f"{script}: config valid ({config.model.family}, {scale_note(config, args.preset)})",
+        f"sweep {sweep_name(script, args, config)}: {trial_count(config)} trials ({config.sweep.search})",
+        f"data {check_inputs(config.data)}",
+        "dry run: nothing trained; drop --dry-run to run it",
+    ])
+
+
 def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_file: Path, paper_file: Path, extra_overrides: list[str] = ()) -> int:
     """Run the sweep, then print and log its table beside the paper's, and where to see it; 1 if no trial finished."""
     from components.data.manifest import read_manifest
@@ -71,6 +99,9 @@ def run_table_sweep(script: str, args: argparse.Namespace, family: str, sweep_fi
     from orchestration.tracking import RunLogger, publish_sweep, tracking_uri
 
     config = load_experiment(args, family, sweep_file, extra_overrides)
+    if args.dry_run:
+        print(dry_run_plan(script, args, config))
+        return 0
     result = run_sweep(config, sweep_name(script, args, config))
     learns_with = f"python experiments/{script}.py --preset cpu --dataset {config.data.name}" if args.preset == "smoke" else None
     table = comparison_table(result, config, load_paper(paper_file), scale_note(config, args.preset), learns_with)

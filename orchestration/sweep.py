@@ -100,8 +100,8 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
 
     uri = tracking_uri()
     experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
+    data_path = build(config.data)  # bad data input fails here, before Ray starts; build starts Ray if it builds
     init_ray()
-    data_path = build(config.data)
     from orchestration.trainer import preflight, record_failure, trains_in_trial
 
     preflight(config, data_path)

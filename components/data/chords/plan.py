@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 
@@ -104,13 +105,14 @@ def jsb_source_file(recipe: ChordRecipe, jsb_json: str | None, sources: Path) ->
             _write_atomic(cached, json.dumps(jsb_json_from_music21()).encode())
         return cached
     cached = sources / "jsb-chorales-quarter.json"
+    url = os.environ.get("PARTITA_JSB_URL", JSB_URL)  # a mirror; the checksum below still applies
     if not cached.is_file():
         try:
-            with urllib.request.urlopen(JSB_URL, timeout=15) as response:
+            with urllib.request.urlopen(url, timeout=15) as response:
                 data = response.read()
         except OSError as err:
             raise PartitaError(
-                f"could not download the JSB chorales from {JSB_URL} ({err})",
+                f"could not download the JSB chorales from {url} ({err})",
                 "pass --jsb-json PATH to a local jsb-chorales-quarter.json, or use the offline "
                 "fallback --jsb-source music21 (a different chord set)",
             ) from None
