@@ -1,0 +1,1 @@
+"""Training helpers that are plain PyTorch (no Ray): gradient clipping policies."""
