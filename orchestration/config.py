@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from components.data.catalog import DataConfig
+from components.data.catalog import PIANO_DOMAINS, SLAKH_LIKE, DataConfig
 from components.errors import PartitaError
 from components.models import FAMILIES, get_family
 from components.models.base import ModelConfig
@@ -39,6 +39,7 @@ class TrainConfig(StrictModel):
     seed: int = 0
     num_workers: int = Field(1, gt=0)
     cpus_per_worker: int = Field(1, gt=0)
+    data_actors: int = Field(1, gt=0, description="Ray Data CPU actors making (and featurising) examples of multi-track views")
     use_gpu: bool = False
     amp: bool = Field(True, description="bf16 autocast when on GPU (ignored on CPU)")
     max_failures: int = Field(0, ge=0, description="worker-failure restarts from the last checkpoint")
@@ -130,6 +131,18 @@ class ExperimentConfig(StrictModel):
                 ExperimentConfig.model_validate(tree)
             except ValidationError as err:
                 raise ValueError(f"{what} is invalid: {_describe(err).removeprefix('config error: ')}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _data_kind(self) -> "ExperimentConfig":
+        """A family with a multi-track view trains on the slakh-like set, one with its own data set (Kelz) on that set, the rest on chord sets."""
+        family = get_family(self.model.family)
+        required = family.dataset or (SLAKH_LIKE if family.view(self.model) is not None else None)
+        if required is not None and self.data.name != required:
+            what = "multi-track pieces" if required == SLAKH_LIKE else f"the {required} set"
+            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs {what}: pass --dataset {required}")
+        if required is None and self.data.name in (SLAKH_LIKE, PIANO_DOMAINS):
+            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs another data set: pass the one it trains on, e.g. --dataset jsb-multi")
         return self
 
     def to_dict(self) -> dict:

@@ -22,6 +22,7 @@ from orchestration.config import ExperimentConfig, validate
 from orchestration.data_build import build
 from orchestration.runtime import init_ray
 from orchestration.tracking import RUN_KEY_TAG, RunLogger, client, ensure_experiment, find_or_create_run, run_record, tracking_uri
+from orchestration.view_stream import check_data_kind
 
 
 @dataclass
@@ -102,6 +103,7 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
     experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
     data_path = build(config.data)  # bad data input fails here, before Ray starts; build starts Ray if it builds
     init_ray()
+    check_data_kind(config, data_path)  # a view that does not fit the set fails before any run is written
     from orchestration.trainer import preflight, record_failure, trains_in_trial
 
     preflight(config, data_path)

@@ -79,11 +79,11 @@ def run_loop(loop_config: dict, session) -> None:
     """Train (or resume and finish) one run; `session` is where it runs (train_sessions)."""
     import torch.distributed as dist
 
-    from components.data.catalog import open_dataset
     from components.errors import PartitaError
     from components.models import get_family
     from orchestration.config import validate
     from orchestration.tracking import RunLogger
+    from orchestration.view_stream import training_data
 
     config = validate(loop_config["config"])
     train = config.train
@@ -93,15 +93,8 @@ def run_loop(loop_config: dict, session) -> None:
     device = session.device
     amp = train.amp and device.type == "cuda"
 
-    data = open_dataset(Path(loop_config["data_path"]))
-    train_split = data.split("train")
     per_worker = train.batch_size // world
-    if len(train_split) < per_worker * world:
-        raise PartitaError(
-            f"the train split has {len(train_split)} examples, fewer than one batch of {train.batch_size}",
-            "lower train.batch_size or build a bigger data set",
-        )
-    eval_splits = {name: data.split(name) for name in ("valid", "test")} if rank == 0 else {}
+    data = training_data(loop_config, config, session, per_worker)
 
     torch.manual_seed(train.seed)  # identical initial weights on every rank
     model = family.build(config.model, data.spec)
@@ -123,6 +116,7 @@ def run_loop(loop_config: dict, session) -> None:
         schedule.load_state_dict(state["schedule"])
         step, best_valid, best_state = state["step"], state["best_valid"], state["best_state"]
         torch.set_rng_state(state["rng"])
+        data.resume(state.get("data"))
         if rank == 0:
             print(f"resuming at step {step} from {checkpoint.path}", flush=True)
 
@@ -138,7 +132,7 @@ def run_loop(loop_config: dict, session) -> None:
         # seed makes evaluations comparable, and forking keeps the training stream intact.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             torch.manual_seed(train.seed)
-            batches = (to_device(b, device) for b in eval_splits[split].batches(per_worker * 4, train.eval_examples))
+            batches = (data.prepare(b) for b in data.eval_splits[split].batches(per_worker * 4, train.eval_examples))
             metrics = family.evaluate(core, batches)
         core.train()
         return metrics
@@ -156,6 +150,7 @@ def run_loop(loop_config: dict, session) -> None:
                     "best_valid": best_valid,
                     "best_state": best_state,
                     "rng": torch.get_rng_state(),
+                    "data": data.state(),
                 }
                 torch.save(state, Path(folder) / STATE)
                 if outcome is not None:
@@ -164,11 +159,12 @@ def run_loop(loop_config: dict, session) -> None:
 
     model.train()
     clock.seconds["start"] = time.time() - loop_config["started"]  # since train() began: processes, data, model, restore
-    running, started, last_log = {}, time.perf_counter(), step
+    train_batches = data.train_batches(step)
+    running, started, last_log, waited = {}, time.perf_counter(), step, 0.0
     while step < train.steps:
         stepping = time.perf_counter()
-        index = batch_indices(len(train_split), per_worker, train.seed, step, rank, world)
-        batch = to_device(train_split.batch(index), device)
+        batch = next(train_batches)
+        waited += time.perf_counter() - stepping
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logs = family.loss(model, batch)
         finite = torch.tensor([float(torch.isfinite(loss))], device=device)
@@ -200,10 +196,11 @@ def run_loop(loop_config: dict, session) -> None:
             averaged = {f"train/{k}": v / count for k, v in running.items()}
             averaged["train/lr"] = schedule.get_last_lr()[0]
             averaged["train/samples_per_s"] = count * train.batch_size / max(elapsed, 1e-9)
+            averaged["train/data_wait_fraction"] = waited / max(elapsed, 1e-9)  # of wall time, waiting for the next batch
             with clock("log"):
                 logger.metrics(averaged, step)
             print(f"step {step}/{train.steps}  loss {averaged.get('train/loss', float('nan')):.4g}  {averaged['train/samples_per_s']:.1f} samples/s", flush=True)
-            running, started, last_log = {}, time.perf_counter(), step
+            running, started, last_log, waited = {}, time.perf_counter(), step, 0.0
 
         if step % train.eval_every == 0 or step == train.steps:
             metrics = {"step": step}
@@ -234,7 +231,7 @@ def run_loop(loop_config: dict, session) -> None:
         with clock("log"):
             logger.metrics({f"test/{k}": v for k, v in test.items()} | {f"best_val/{k}": v for k, v in valid.items()}, step)
         with clock("figure"):
-            figure = family.figure(core, to_device(eval_splits["test"].batch(torch.arange(min(4, len(eval_splits["test"])))), device))
+            figure = family.figure(core, data.prepare(data.eval_splits["test"].batch(torch.arange(min(4, len(data.eval_splits["test"]))))))
             if figure is not None:
                 logger.figure(figure, "figures/test_decomposition.png")
         outcome |= {"test": test, "valid": valid}

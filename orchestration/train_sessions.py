@@ -60,6 +60,12 @@ class WorkerSession:
 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
+    def dataset_shard(self, name: str):
+        """This worker's share of a stream passed as TorchTrainer(datasets=...)."""
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
     def node_ids(self) -> list[str]:
         """Every rank's Ray node, by rank."""
         import torch.distributed as dist
@@ -72,9 +78,13 @@ class WorkerSession:
 class TrialSession:
     rank, world = 0, 1
 
-    def __init__(self, run_folder: Path, use_gpu: bool):
-        self.folder = run_folder
+    def __init__(self, run_folder: Path, use_gpu: bool, datasets: dict | None = None):
+        self.folder, self.datasets = run_folder, datasets or {}
         self.device = torch.device("cuda" if use_gpu else "cpu")
+
+    def dataset_shard(self, name: str):
+        """The whole stream (one worker): a DataIterator, as get_dataset_shard gives a Train worker."""
+        return self.datasets[name].iterator()
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)

@@ -24,6 +24,7 @@ from orchestration.runtime import check_capacity, check_visible_everywhere
 from orchestration.tracking import PARENT_TAG, RunLogger, find_or_create_run, run_record, tracking_uri
 from orchestration.train_loop import OUTCOME, run_loop, train_loop_per_worker
 from orchestration.train_sessions import TrialSession, checkpoints
+from orchestration.view_stream import check_data_kind, dataset_config, train_datasets
 
 CHECKPOINT_TAG = "partita.checkpoint"  # the final checkpoint: best weights for probes and reports
 
@@ -107,6 +108,7 @@ def train(
     started = time.time()
     data_path = dataset_dir(config.data)
     manifest = read_manifest(data_path)
+    check_data_kind(config, data_path)
     storage = storage_path(config)
     folder = run_folder_name(run_key)
     if resume_only and not _has_checkpoint(Path(storage) / folder):
@@ -128,9 +130,9 @@ def train(
     loop_config = {"config": config.to_dict(), "data_path": str(data_path), "run_id": run_id, "tracking_uri": uri, "started": started}
     try:
         if in_tune and trains_in_trial(config):
-            checkpoint = _fit_in_trial(loop_config, Path(storage) / folder, config.train.use_gpu)
+            checkpoint = _fit_in_trial(loop_config, Path(storage) / folder, config.train.use_gpu, train_datasets(config, data_path))
         else:
-            checkpoint = _fit_on_workers(config, loop_config, storage, folder, in_tune)
+            checkpoint = _fit_on_workers(config, loop_config, storage, folder, in_tune, train_datasets(config, data_path))
     except _Failed as err:
         logger.finish("FAILED", err.reason)
         raise RunFailed(f"run {run_name} failed: {err.reason}", f"see the run's log and MLflow run {run_id}") from None
@@ -150,7 +152,7 @@ class _Failed(Exception):
         self.reason = reason
 
 
-def _fit_on_workers(config: ExperimentConfig, loop_config: dict, storage: str, folder: str, in_tune: bool):
+def _fit_on_workers(config: ExperimentConfig, loop_config: dict, storage: str, folder: str, in_tune: bool, datasets: dict):
     from ray.train.torch import TorchTrainer
 
     callbacks = [FailureRecorder(loop_config["run_id"], loop_config["tracking_uri"])]
@@ -163,6 +165,8 @@ def _fit_on_workers(config: ExperimentConfig, loop_config: dict, storage: str, f
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        datasets=datasets,
+        dataset_config=dataset_config() if datasets else None,
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config.num_workers, use_gpu=train_config.use_gpu, resources_per_worker=resources
         ),
@@ -180,10 +184,10 @@ def _fit_on_workers(config: ExperimentConfig, loop_config: dict, storage: str, f
         raise _Failed(_root_cause(err)) from None
 
 
-def _fit_in_trial(loop_config: dict, run_folder: Path, use_gpu: bool):
+def _fit_in_trial(loop_config: dict, run_folder: Path, use_gpu: bool, datasets: dict):
     """The whole run in this Tune trial's process; a failure fails the trial, which Tune may retry."""
     try:
-        run_loop(loop_config, TrialSession(run_folder, use_gpu))
+        run_loop(loop_config, TrialSession(run_folder, use_gpu, datasets))
     except Exception as err:  # the trial's error, reported like a Ray Train worker's
         raise _Failed(_first_line(err)) from None
     found = checkpoints(run_folder)

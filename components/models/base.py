@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterable, Literal
 
 import torch
@@ -18,6 +19,8 @@ from components.schema import StrictModel
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from components.data.multitrack.view import ViewConfig
 
 Batch = dict[str, torch.Tensor]
 
@@ -44,6 +47,14 @@ class DataSpec:
         return len(self.programs)
 
 
+@dataclass(frozen=True)
+class ViewSpec:
+    """What a model trained on a multi-track view needs to know about the data set."""
+
+    sample_rate: int
+    classes: tuple[str, ...]  # the instrument classes of the set's taxonomy
+
+
 @dataclass
 class Representation:
     """Frozen features of a batch for the note-property probe.
@@ -65,9 +76,20 @@ class ModelFamily(ABC):
     selection_mode: ClassVar[Literal["min", "max"]]
     # whether `representation` gives features for the note-property probe
     has_representation: ClassVar[bool] = False
+    # the one data set the family trains on, read by `open_data` (None: chord sets, or slakh-like with a view)
+    dataset: ClassVar[str | None] = None
+
+    def view(self, config: ModelConfig) -> "ViewConfig | None":
+        """The multi-track view the family trains on (streamed through Ray Data); None: a chord set, in memory."""
+        return None
+
+    def open_data(self, config: ModelConfig, path: Path):
+        """An in-memory reader of the built set at `path` (`spec`, `split(name)`), for families whose
+        reading depends on their config; None: the set's own reader (components.data.catalog.open_dataset)."""
+        return None
 
     @abstractmethod
-    def build(self, config: ModelConfig, data: DataSpec) -> torch.nn.Module: ...
+    def build(self, config: ModelConfig, data: "DataSpec | ViewSpec") -> torch.nn.Module: ...
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,0 +1,89 @@
+"""Fixed validation and test examples: the same segments every time, in order, cached once.
+
+The first `view.eval_examples` examples of a split (pieces in example_id order,
+segments in time order) are made once per (data set content, view, seed) and
+cached as int16 stems under the cache folder; every later run reads them back.
+The mixture is their exact sum, recomputed on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from components.data.manifest import read_manifest
+from components.data.multitrack.examples import PIECE_COLUMNS, piece_examples, piece_from_columns
+from components.data.multitrack.render import FULL_SCALE
+from components.data.multitrack.view import ViewConfig
+from components.data.splits import files
+
+# bump when the same view would now cut different examples
+VERSION = 1
+
+
+def cache_key(dataset_dir: Path, view: ViewConfig, seed: int) -> str:
+    """What decides the fixed examples: the set's content, the view's cutting and mixing, the seed."""
+    cutting = view.model_dump(mode="json", include={"segment", "sources", "classes", "examples_per_segment", "conditioning", "eval_examples"})
+    if view.conditioning:
+        cutting["hop_length"] = view.stft.hop_length
+    fields = {"content": read_manifest(dataset_dir)["content_hash"], "view": cutting, "seed": seed, "version": VERSION}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int) -> dict[str, np.ndarray]:
+    """The split's first `eval_examples` examples: int16 `sources`, `piece`, `start` (and `rolls`)."""
+    kept = []
+    for path in files(dataset_dir, split, "multitrack"):
+        table = pq.read_table(path, columns=PIECE_COLUMNS).sort_by("example_id")
+        for row in table.to_pylist():
+            for example in piece_examples(piece_from_columns(row), view, seed):
+                example.pop("mixture")
+                example["sources"] = np.round(example["sources"] * FULL_SCALE).astype(np.int16)  # exact: stems are int16 / 32768
+                kept.append(example)
+    kept.sort(key=lambda e: (int(e["piece"]), int(e["start"])))  # files are not in example_id order
+    kept = kept[: view.eval_examples]
+    return {key: np.stack([e[key] for e in kept]) for key in kept[0]} if kept else {}
+
+
+def load_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, cache_dir: Path) -> "FixedExamples":
+    path = Path(cache_dir) / f"{Path(dataset_dir).name}-{split}-{cache_key(dataset_dir, view, seed)}.npz"
+    if not path.is_file():
+        arrays = make_fixed(dataset_dir, split, view, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")  # concurrent trials may race: both write, one rename wins
+        with open(partial, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(partial, path)
+    with np.load(path) as stored:
+        return FixedExamples({key: stored[key] for key in stored.files})
+
+
+class FixedExamples:
+    """A split's fixed examples as batches of tensors: `mixture`, `sources` (float32), `piece`, `start`, `rolls`."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays.get("piece", ()))
+
+    def batch(self, index) -> dict[str, torch.Tensor]:
+        index = np.asarray(index)
+        out = {key: torch.from_numpy(value[index]) for key, value in self.arrays.items() if key != "sources"}
+        pcm = self.arrays["sources"][index].astype(np.int32)
+        scale = np.float32(1.0 / FULL_SCALE)
+        out["mixture"] = torch.from_numpy(pcm.sum(axis=1).astype(np.float32) * scale)
+        out["sources"] = torch.from_numpy(pcm.astype(np.float32) * scale)
+        return out
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        for start in range(0, n, batch_size):
+            yield self.batch(np.arange(start, min(start + batch_size, n)))

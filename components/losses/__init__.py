@@ -1,0 +1,1 @@
+"""Losses shared by model families."""
