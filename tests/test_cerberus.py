@@ -1,0 +1,122 @@
+"""Cerberus components: the low-rank deep-clustering loss, the three heads and their weights, separation from each head."""
+
+import itertools
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from components.data.multitrack.featurize import ViewFeaturizer
+from components.data.multitrack.view import ViewConfig
+from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks
+from components.models.cerberus import CerberusConfig, CerberusNet, LossWeights, cerberus_losses, transcribe, weighted_loss
+
+BINS, FRAMES, SOURCES = 9, 6, 2
+
+
+def naive_dc(v, y, w):
+    """||W V V^T W - W Y Y^T W||_F^2 / (sum w)^2 with the N x N affinities built."""
+    v, y, w = v.flatten(1, 2), y.flatten(2).transpose(1, 2), w.flatten(1)
+    v, y = v * w.unsqueeze(-1), y * w.unsqueeze(-1)
+    return ((v @ v.transpose(1, 2) - y @ y.transpose(1, 2)).square().sum((1, 2)) / w.sum(1).square()).mean()
+
+
+def test_low_rank_deep_clustering_equals_the_naive_affinity_form():
+    g = torch.Generator().manual_seed(0)
+    v = torch.nn.functional.normalize(torch.rand(3, 5, 4, 6, generator=g, dtype=torch.float64), dim=-1)
+    y = dominant_source(torch.rand(3, 3, 5, 4, generator=g, dtype=torch.float64))
+    w = (torch.rand(3, 5, 4, generator=g) > 0.3).double()
+    torch.testing.assert_close(deep_clustering_loss(v, y, w), naive_dc(v, y, w))
+    torch.testing.assert_close(deep_clustering_loss(v, y), naive_dc(v, y, torch.ones(3, 5, 4, dtype=torch.float64)))
+    # embeddings equal to the labels reproduce the ideal affinity: zero loss
+    assert deep_clustering_loss(y.permute(0, 2, 3, 1), y, w) == pytest.approx(0.0, abs=1e-12)
+
+
+def small_config(**weights) -> CerberusConfig:
+    return CerberusConfig(hidden=4, layers=2, embedding=3, weights=LossWeights(**weights), view=ViewConfig(stft={"n_fft": 16, "hop_length": 4}))
+
+
+def batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    target_mag = torch.rand(2, SOURCES, BINS, FRAMES, generator=g)
+    mix_mag = target_mag.sum(1)
+    return {
+        "mix_mag": mix_mag,
+        "target_mag": target_mag,
+        "target_psa": target_mag * 0.9,
+        "rolls": torch.randint(0, 128, (2, SOURCES, 88, FRAMES), generator=g, dtype=torch.uint8),
+    }
+
+
+HEAD_WEIGHTS = {"dc": "dc", "mi": "mi.linear", "tr": "tr"}
+
+
+@pytest.mark.parametrize("off", ["dc", "mi", "tr"])
+def test_a_zero_weight_removes_that_heads_gradient(off):
+    config = small_config(**{"dc": 1.0, "mi": 1.0, "tr": 1.0, off: 0.0})
+    torch.manual_seed(0)
+    net = CerberusNet(config, BINS, SOURCES)
+    weighted_loss(cerberus_losses(net(batch()["mix_mag"]), batch(), config), config.weights).backward()
+    grads = {head: net.get_submodule(path).weight.grad for head, path in HEAD_WEIGHTS.items()}
+    assert grads[off] is None
+    assert all(grads[head].abs().sum() > 0 for head in grads if head != off)
+    assert net.stack.lstm.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_every_weighting_starts_from_the_same_weights():
+    states = []
+    for weights in ({"dc": 1, "mi": 0, "tr": 0}, {"dc": 0.1, "mi": 0.1, "tr": 0.8}, {"dc": 0, "mi": 0.2, "tr": 0.8}):
+        torch.manual_seed(7)
+        states.append(CerberusNet(small_config(**weights), BINS, SOURCES).state_dict())
+    for a, b in itertools.pairwise(states):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_transcription_target_is_the_roll_above_velocity_30():
+    config = small_config()
+    data = batch()
+    target = (data["rolls"] > 30).float()
+    output = CerberusNet(config, BINS, SOURCES)(data["mix_mag"])
+    assert cerberus_losses(output._replace(rolls=target), data, config)["tr"] == 0
+    assert cerberus_losses(output._replace(rolls=(data["rolls"] >= 30).float()), data, config)["tr"] > 0  # 30 itself is not a note
+
+
+def test_unit_embeddings_softmax_masks_and_masks_that_sum_to_one_reconstruct_the_mixture():
+    view = ViewConfig(stft={"n_fft": 64, "hop_length": 16})
+    featurizer = ViewFeaturizer(view, 16000)
+    mixture = torch.randn(2, 800, generator=torch.Generator().manual_seed(2))
+    spec = featurizer.stft(mixture)
+    config = small_config()
+    config.view = view
+    torch.manual_seed(0)
+    output = CerberusNet(config, view.bins, 3)(spec.abs())
+    torch.testing.assert_close(output.embedding.norm(dim=-1), torch.ones(output.embedding.shape[:-1]))
+    torch.testing.assert_close(output.masks.sum(1), torch.ones_like(spec.abs()))
+    for masks in (output.masks, kmeans_masks(output.embedding, 3)):  # the MI head's masks and the DC head's clusters
+        estimates = featurizer.istft(masks.detach() * spec.unsqueeze(1), mixture.shape[-1])  # mixture phase
+        assert estimates.shape == (2, 3, 800)
+        torch.testing.assert_close(estimates.sum(1), mixture, atol=1e-4, rtol=1e-4)
+
+
+def test_kmeans_on_embeddings_recovers_the_dominant_sources():
+    g = torch.Generator().manual_seed(3)
+    labels = dominant_source(torch.rand(2, 3, BINS, FRAMES, generator=g))
+    centres = torch.eye(3) * 2
+    embedding = torch.einsum("bsft,sd->bftd", labels, centres) + 0.05 * torch.randn(2, BINS, FRAMES, 3, generator=g)
+    masks = kmeans_masks(embedding, 3)
+    assert torch.equal(masks.sum(1), torch.ones(2, BINS, FRAMES))
+    for example in range(2):  # the same partition, clusters in any order
+        assert any(torch.equal(masks[example][list(order)], labels[example]) for order in itertools.permutations(range(3)))
+
+
+def test_drums_are_transcribed_at_a_lower_threshold():
+    rolls = torch.full((1, 2, 88, 3), 0.5)
+    notes = transcribe(rolls, ("Piano", "Drums"))
+    assert not notes[0, 0].any() and notes[0, 1].all()
+
+
+def test_weights_must_be_non_negative_and_not_all_zero():
+    with pytest.raises(ValidationError, match="all loss weights are 0.*give at least one of dc, mi, tr a positive weight"):
+        LossWeights(dc=0, mi=0, tr=0)
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        LossWeights(dc=-0.1)
