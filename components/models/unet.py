@@ -11,6 +11,11 @@ and one channel in and out this is Kelz and Widmer's listing (appendix B):
 (milesial) whose layer names and widths the listing follows does. Any input of at least
 2^(levels - 1) per side works: the upsampled map is padded to its skip's size where
 pooling floored an odd size.
+
+With `conditions` > 0 the network is conditioned on a class index (Jointist's
+f_MSS: which instrument to separate) through FiLM after every double convolution:
+the block's output h becomes (1 + gamma_c) h + beta_c, per channel. Without it
+the network, its parameters and its state-dict keys are exactly the unconditioned ones.
 """
 
 from __future__ import annotations
@@ -32,8 +37,30 @@ def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class FiLM(nn.Module):
+    """Per-channel scale and shift chosen by a class index: [B, C, ...] x [B] -> [B, C, ...]."""
+
+    def __init__(self, conditions: int, channels: int, init_std: float = 0.1):
+        super().__init__()
+        # gamma and beta start small rather than zero, so that every condition is distinct from the first step
+        self.scale = nn.Embedding(conditions, channels)
+        self.shift = nn.Embedding(conditions, channels)
+        nn.init.normal_(self.scale.weight, std=init_std)
+        nn.init.normal_(self.shift.weight, std=init_std)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        return x * (1 + self.scale(condition).view(view)) + self.shift(condition).view(view)
+
+
 class UNet(nn.Module):
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, channels: Sequence[int] = (64, 128, 256, 512, 512)):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: Sequence[int] = (64, 128, 256, 512, 512),
+        conditions: int = 0,
+    ):
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"a U-Net needs at least two levels of channels, got {list(channels)}")
@@ -41,21 +68,33 @@ class UNet(nn.Module):
         self.down = nn.ModuleList(double_conv(c_in, c_out) for c_in, c_out in zip(channels[:-1], channels[1:]))
         # Level l (from the bottom) takes the level below's output plus its own skip and narrows to level l-1's width.
         self.up = nn.ModuleList()
+        widths = list(channels)  # of every block's output, in the order forward runs them
         below = channels[-1]
         for level in range(len(channels) - 2, -1, -1):
             out = channels[max(level - 1, 0)]
             self.up.append(double_conv(below + channels[level], out))
+            widths.append(out)
             below = out
         self.out = nn.Conv2d(below, out_channels, 1)
+        if conditions:
+            self.film = nn.ModuleList(FiLM(conditions, width) for width in widths)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.inc(x)]
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        films = iter(self.film) if hasattr(self, "film") else None
+        if (films is None) != (condition is None):
+            raise ValueError("a conditioned U-Net needs a condition, an unconditioned one takes none")
+
+        def run(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            h = block(h)
+            return h if films is None else next(films)(h, condition)
+
+        skips = [run(self.inc, x)]
         for block in self.down:
-            skips.append(block(F.max_pool2d(skips[-1], 2)))
+            skips.append(run(block, F.max_pool2d(skips[-1], 2)))
         h = skips.pop()
         for block in self.up:
             skip = skips.pop()
             h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
             h = F.pad(h, (0, skip.shape[-1] - h.shape[-1], 0, skip.shape[-2] - h.shape[-2]))
-            h = block(torch.cat([skip, h], dim=1))
+            h = run(block, torch.cat([skip, h], dim=1))
         return self.out(h)

@@ -1,0 +1,60 @@
+"""One Jointist training example from a segment of a piece: the whole mixture, which classes play, and
+for the instruments the sampler draws, their stems and rolls (empty for an absent instrument).
+
+Plain numpy on a components.data.multitrack.reader.Piece, so it runs in a Ray Data actor as in a test.
+Unlike the two-source view (which mixes a few chosen stems), Jointist hears every stem of the piece:
+f_IR labels the clip, f_T and f_MSS are asked about single instruments in the full mixture.
+
+    mixture   float32 [samples]            every stem, summed exactly (as integers)
+    present   float32 [classes]            1 where a stem of the class has a note in the segment
+    instrument int64 [K]                   the drawn classes (K = sampler.present + sampler.absent)
+    stems     float32 [K, samples]         the sum of each drawn class's stems (zeros when absent)
+    onsets, frames  uint8 [K, 88, frames]  0/1 rolls at `fps` (frame i is the instant i / fps)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from components.data.multitrack.reader import Piece
+from components.data.multitrack.render import FULL_SCALE
+from components.data.multitrack.rolls import FRAME, ONSET, NoteTable, piano_rolls
+from components.models.jointist.sampler import InstrumentSampler
+
+
+def segment_example(
+    piece: Piece, classes: tuple[str, ...], start: int, length: int, fps: float, sampler: InstrumentSampler, rng: np.random.Generator
+) -> dict[str, np.ndarray] | None:
+    """The example of samples [start, start + length); None when no class of `classes` plays in it."""
+    begin, seconds = start / piece.sample_rate, length / piece.sample_rate
+    notes = piece.notes
+    inside = (notes.end > begin) & (notes.start < begin + seconds)
+    stem_class = np.array([classes.index(c) if c in classes else -1 for c in piece.stem_classes], np.int64)
+    playing = np.unique(stem_class[notes.part[inside].astype(np.int64)])
+    playing = playing[playing >= 0]
+    if not len(playing):
+        return None
+    present = np.zeros(len(classes), np.float32)
+    present[playing] = 1
+    instrument, is_present = sampler.draw(playing, rng)
+
+    pcm = piece.stems_pcm[:, start : start + length].astype(np.int32)
+    scale = np.float32(1.0 / FULL_SCALE)
+    stems = np.stack([pcm[stem_class == c].sum(axis=0) if p else np.zeros(length, np.int32) for c, p in zip(instrument, is_present)])
+
+    picked = notes.select(inside & np.isin(stem_class[notes.part.astype(np.int64)], playing))
+    shifted = NoteTable(picked.part, picked.pitch, picked.velocity, np.maximum(picked.start - begin, 0.0), picked.end - begin)
+    frames = int(np.floor(seconds * fps)) + 1
+    # rolls of the playing classes only (row = rank among them), then copied to the drawn present instruments
+    rows = np.searchsorted(playing, stem_class[shifted.part.astype(np.int64)])
+    playing_rolls = piano_rolls(shifted, rows, len(playing), frames, fps) > 0
+    rolls = np.zeros((len(instrument), *playing_rolls.shape[1:]), bool)
+    rolls[is_present] = playing_rolls[np.searchsorted(playing, instrument[is_present])]
+    return {
+        "mixture": pcm.sum(axis=0).astype(np.float32) * scale,
+        "present": present,
+        "instrument": instrument.astype(np.int64),
+        "stems": stems.astype(np.float32) * scale,
+        "onsets": rolls[:, ONSET].astype(np.uint8),
+        "frames": rolls[:, FRAME].astype(np.uint8),
+    }
