@@ -173,7 +173,8 @@ def test_instruments_default_to_the_taxonomy():
 def test_segment_example_labels_stems_and_rolls():
     from components.data.multitrack.reader import Piece
     from components.data.multitrack.rolls import NoteTable
-    from components.models.jointist.targets import segment_example
+    from components.data.multitrack.segments import SegmentConfig
+    from components.models.jointist.targets import piece_examples, segment_example
 
     classes = load_classes().classes
     pcm = np.array([[100] * 2000, [200] * 2000, [50] * 2000], np.int16)  # Piano, Bass, Piano at 1 kHz
@@ -200,3 +201,23 @@ def test_segment_example_labels_stems_and_rolls():
     assert np.argwhere(onsets).tolist() == [[60 - 21, 10], [64 - 21, 30]]
     # a segment where nothing of the model's classes plays gives no example
     assert segment_example(piece, ("Violin",), 0, 1000, 100.0, InstrumentSampler([1], SamplerConfig()), np.random.default_rng(0)) is None
+    # a whole piece: 1 s segments, hop 0.5 s -> starts 0, 500, 1000; every one has a note; the same seed, the same draws
+    segmenting = SegmentConfig(seconds=1.0, hop_seconds=0.5)
+    examples = piece_examples(piece, classes, segmenting, 100.0, sampler, seed=3)
+    assert [int(e["start"]) for e in examples] == [0, 500, 1000]
+    assert np.flatnonzero(examples[2]["present"]).tolist() == [classes.index("Bass")]
+    again = piece_examples(piece, classes, segmenting, 100.0, sampler, seed=3)
+    assert all((a["instrument"] == b["instrument"]).all() for a, b in zip(examples, again))
+
+
+def test_class_counts_count_pieces_per_class(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.data.manifest import FORMAT, write_manifest
+    from components.models.jointist.targets import class_counts
+
+    pq.write_table(pa.table({"stem_classes": [["Piano", "Piano", "Bass"], ["Bass"], ["Drums", "Organ"]]}), tmp_path / "train.parquet")
+    write_manifest(tmp_path, {"format": FORMAT, "kind": "multitrack", "splits": {"train": {"files": [{"path": "train.parquet"}]}}})
+    # a piece counts once per class however many stems it has of it; classes outside the model's are ignored
+    assert class_counts(tmp_path, ("Piano", "Bass", "Drums", "Violin")).tolist() == [1, 2, 1, 0]

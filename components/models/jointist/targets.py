@@ -14,11 +14,16 @@ f_IR labels the clip, f_T and f_MSS are asked about single instruments in the fu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 
 from components.data.multitrack.reader import Piece
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.rolls import FRAME, ONSET, NoteTable, piano_rolls
+from components.data.multitrack.segments import SegmentConfig, segment
+from components.data.splits import files
 from components.models.jointist.sampler import InstrumentSampler
 
 
@@ -58,3 +63,29 @@ def segment_example(
         "onsets": rolls[:, ONSET].astype(np.uint8),
         "frames": rolls[:, FRAME].astype(np.uint8),
     }
+
+
+def piece_examples(
+    piece: Piece, classes: tuple[str, ...], segmenting: SegmentConfig, fps: float, sampler: InstrumentSampler, seed: int
+) -> list[dict[str, np.ndarray]]:
+    """The examples of every segment of a piece in which one of `classes` plays, in order, each tagged with piece and start.
+
+    The draw of each segment is seeded by (seed, piece, segment), so the examples do not depend on which worker makes them.
+    """
+    found = segment(piece.stems, piece.sample_rate, [(np.zeros(0), np.zeros(0))] * len(piece.stem_names), segmenting)
+    examples = []
+    for k, start in enumerate(found.starts):
+        example = segment_example(piece, classes, int(start), found.length, fps, sampler, np.random.default_rng([seed, piece.example_id, k]))
+        if example is not None:
+            examples.append({**example, "piece": np.int64(piece.example_id), "start": np.int64(start)})
+    return examples
+
+
+def class_counts(dataset_dir: Path, classes: tuple[str, ...], split: str = "train") -> np.ndarray:
+    """Per class, the pieces of a split with a stem of that class: the sampler's counts."""
+    counts = np.zeros(len(classes), np.int64)
+    for path in files(dataset_dir, split, "multitrack"):
+        for stem_classes in pq.read_table(path, columns=["stem_classes"]).column("stem_classes").to_pylist():
+            for name in set(stem_classes) & set(classes):
+                counts[classes.index(name)] += 1
+    return counts
