@@ -84,3 +84,38 @@ def test_a_schedule_whose_only_loss_weight_is_zero_is_refused():
 def test_unknown_instrument_is_refused_at_load():
     with pytest.raises(ValidationError, match="not in taxonomy jointist-39"):
         config(instruments={"classes": ["Theremin"]})
+
+
+@pytest.mark.parametrize("preset", ["paper", "cpu", "smoke"])
+def test_presets_model_sections_validate(preset):
+    from pathlib import Path
+
+    import yaml
+
+    tree = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "configs" / "jointist" / f"{preset}.yaml").read_text())
+    model = JointistConfig.model_validate(tree["model"])
+    assert model.schedule == "joint"
+
+
+def test_smoke_preset_builds_and_steps():
+    from pathlib import Path
+
+    import yaml
+
+    tree = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "configs" / "jointist" / "smoke.yaml").read_text())
+    config = JointistConfig.model_validate({**tree["model"], "instruments": {"classes": ["Piano", "Bass", "Drums"]}})
+    model = JOINTIST.build(config, None)
+    samples = 16000
+    frames = samples // 160 + 1
+    smoke = {
+        "mixture": torch.randn(2, samples) * 0.1,
+        "present": torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+        "instrument": torch.tensor([[0, 2], [1, 2]]),
+        "stems": torch.zeros(2, 2, samples),
+        "onsets": torch.zeros(2, 2, 88, frames, dtype=torch.uint8),
+        "frames": torch.zeros(2, 2, 88, frames, dtype=torch.uint8),
+    }
+    for _ in range(3):
+        loss, logged = JOINTIST.loss(model, smoke)
+        loss.backward()
+    assert "loss_separation" in logged and math.isfinite(logged["loss"])

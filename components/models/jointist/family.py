@@ -25,6 +25,7 @@ import torchaudio
 from pydantic import Field, model_validator
 from torch import nn
 
+from components.data.multitrack.segments import SegmentConfig
 from components.metrics.separation import sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
 from components.models.base import Batch, ModelConfig, ModelFamily
@@ -74,6 +75,7 @@ class JointistConfig(ModelConfig):
     schedule: Literal[SCHEDULES] = Field("joint", description="which modules train: " + ", ".join(SCHEDULES))
     pretrain_steps: int = Field(0, ge=0, description="joint schedule: steps of f_T alone before f_MSS joins (pTS); 0: from scratch (TS)")
     instruments: InstrumentsConfig = InstrumentsConfig()
+    segment: SegmentConfig = Field(SegmentConfig(seconds=10.0, hop_seconds=10.0), description="clips cut from the pieces (paper: 10 s)")
     audio: AudioConfig = AudioConfig()
     recognizer: RecognizerConfig = RecognizerConfig()
     transcriber: TranscriberConfig = TranscriberConfig()
