@@ -11,18 +11,23 @@ loss-weight ablation a comparison from one starting point.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Iterable, Literal, NamedTuple
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.rolls import KEYS
 from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
-from components.losses.clustering import deep_clustering_loss, dominant_source, loud_bins
+from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
 from components.losses.separation import tpsa_loss
-from components.models.base import Batch, ModelConfig
+from components.metrics.separation import MAX_DB, sdr, si_sdr, si_sdr_improvement
+from components.metrics.transcription import Counts, note_counts, roll_to_notes
+from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.masker import BLSTMStack, MaskHead, log_magnitude
 from components.schema import StrictModel
 
@@ -46,6 +51,8 @@ class LossWeights(StrictModel):
 
 # the chapter's source sets (2: piano + guitar, then + bass, + drums, + strings) as jointist-39 classes;
 # Slakh's "guitar" is jointist-39's Electric Guitar or Acoustic Guitar: the electric one is the commoner in slakh-like pieces
+DRUMS_CLASS = "Drums"
+OFFSET_RATIO = 0.2  # mir_eval's note-with-offset criterion
 SOURCE_ORDER = ("Piano", "Electric Guitar", "Bass", "Drums", "Strings")
 SOURCE_SETS = {count: SOURCE_ORDER[:count] for count in range(2, len(SOURCE_ORDER) + 1)}
 
@@ -106,13 +113,105 @@ def cerberus_losses(output: CerberusOutput, batch: Batch, config: CerberusConfig
 
 
 def weighted_loss(losses: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
-    """alpha L_DC + beta L_MI + gamma L_TR over the heads with a positive weight only, so a head at 0 gets no
-    gradient at all (not even a NaN times zero)."""
-    return sum(weight * losses[head] for head, weight in weights.items() if weight > 0)
+    """(alpha L_DC + beta L_MI + gamma L_TR) / (alpha + beta + gamma) over the heads with a positive weight only,
+    so a head at 0 gets no gradient at all (not even a NaN times zero). Dividing by the sum reads the weights on
+    the simplex: Table 3.1's weightings sum to 1 already, and a search over each weight in [0, 1] explores it."""
+    total = sum(weight for _, weight in weights.items())
+    return sum(weight / total * losses[head] for head, weight in weights.items() if weight > 0)
 
 
-def transcribe(rolls: torch.Tensor, classes: tuple[str, ...], threshold: float = 0.8, drum_threshold: float = 0.1, drums: str = "Drums") -> torch.Tensor:
-    """Binary rolls [B, S, 88, T] from the TR head: 0.8, or 0.1 for the drum source (ch. 3)."""
-    thresholds = torch.tensor([drum_threshold if name == drums else threshold for name in classes], device=rolls.device)
-    return rolls > thresholds.view(1, -1, 1, 1)
+def note_threshold(name: str) -> float:
+    """The TR head's note threshold for an instrument class: 0.8, or 0.1 for drums (ch. 3)."""
+    return 0.1 if name == DRUMS_CLASS else 0.8
 
+
+def best_assignment(estimates: torch.Tensor, references: torch.Tensor) -> np.ndarray:
+    """Per example, the order of the (unordered) estimates [B, S, samples] that maximises the summed SI-SDR
+    against the references: DC clusters carry no source identity (scipy's Hungarian assignment)."""
+    scores = si_sdr(estimates.unsqueeze(2), references.unsqueeze(1))  # [B, S est, S ref]
+    return np.stack([linear_sum_assignment(np.nan_to_num(score, nan=-MAX_DB).T, maximize=True)[1] for score in scores])
+
+
+class CerberusModel(nn.Module):
+    """The net plus the view's featurizer (the inverse STFT at evaluation) and what scoring needs to know."""
+
+    def __init__(self, config: CerberusConfig, spec: ViewSpec):
+        super().__init__()
+        self.config, self.sample_rate = config, spec.sample_rate
+        self.net = CerberusNet(config, config.view.bins, config.view.sources)
+        self.featurizer = ViewFeaturizer(config.view, spec.sample_rate, keep_waveforms=True)
+
+    def forward(self, mix_mag: torch.Tensor) -> CerberusOutput:
+        return self.net(mix_mag)
+
+
+class Cerberus(ModelFamily):
+    name = "cerberus"
+    config_class = CerberusConfig
+    # the weighted validation loss: the one metric every weighting (even TR alone) is trained to lower
+    selection_metric = "loss"
+    selection_mode = "min"
+
+    def view(self, config: CerberusConfig) -> ViewConfig:
+        return config.view
+
+    def build(self, config: CerberusConfig, data: ViewSpec) -> nn.Module:
+        return CerberusModel(config, data)
+
+    def loss(self, model: CerberusModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        losses = cerberus_losses(model(batch["mix_mag"]), batch, model.config)
+        total = weighted_loss(losses, model.config.weights)
+        return total, {"loss": float(total.detach())} | {f"loss_{head}": float(value.detach()) for head, value in losses.items()}
+
+    def separate(self, model: CerberusModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, CerberusOutput]:
+        """Waveforms [B, S, samples] from the MI head's masks and from k-means on the DC head's embeddings
+        (clusters in arbitrary order), both with the mixture phase; and the net's output."""
+        mixture = batch["mixture"]
+        spec = model.featurizer.stft(mixture)
+        output = model(spec.abs())
+        clusters = kmeans_masks(output.embedding.float(), model.config.view.sources, loud_bins(spec.abs(), model.config.dc_floor_db))
+        mi, dc = (model.featurizer.istft(masks.float() * spec.unsqueeze(1), mixture.shape[-1]) for masks in (output.masks, clusters))
+        return mi, dc, output
+
+    def evaluate(self, model: CerberusModel, batches: Iterable[Batch]) -> dict[str, float]:
+        """Separation from the MI head (SDR, SI-SDR(i), as ch. 3 reads it) and the DC head (SDR after the best
+        assignment of clusters to sources); note P/R/F1 of the TR head summed over sources (onset + offset,
+        onset only for drums), reference notes read from the binary roll at the STFT frame rate."""
+        view = model.config.view
+        classes = tuple(view.classes) or tuple(f"source {s}" for s in range(view.sources))
+        fps = model.sample_rate / view.stft.hop_length
+        totals: dict[str, float] = {}
+        count, mi_sdr, dc_sdr, improvement = 0, [], [], []
+        notes = [Counts(0, 0, 0) for _ in classes]
+        for batch in batches:
+            mi, dc, output = self.separate(model, batch)
+            losses = cerberus_losses(output, batch, model.config)
+            named = {"loss": weighted_loss(losses, model.config.weights)} | {f"loss_{head}": value for head, value in losses.items()}
+            for name, value in named.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(mi)
+            count += len(mi)
+            sources = batch["sources"]
+            mi_sdr.append(sdr(mi, sources))
+            improvement.append(si_sdr_improvement(mi, batch["mixture"].unsqueeze(1).expand_as(sources), sources))
+            order = torch.from_numpy(best_assignment(dc, sources))
+            dc_sdr.append(sdr(dc[torch.arange(len(dc)).unsqueeze(1), order], sources))
+            reference = (batch["rolls"] > view.segment.onset_velocity).cpu().numpy()
+            estimate = output.rolls.float().cpu().numpy()
+            for b, s in np.ndindex(reference.shape[:2]):
+                notes[s] += note_counts(
+                    roll_to_notes(reference[b, s].T, frames_per_second=fps),
+                    roll_to_notes(estimate[b, s].T, frames_per_second=fps, frame_threshold=note_threshold(classes[s])),
+                    offset_ratio=None if classes[s] == DRUMS_CLASS else OFFSET_RATIO,
+                )
+        # a source silent over a whole segment has no SDR (NaN): the onset filter keeps them out
+        mi_sdr, dc_sdr, improvement = (np.concatenate(values) for values in (mi_sdr, dc_sdr, improvement))  # [examples, S]
+        metrics = {name: total / count for name, total in totals.items()}
+        metrics |= {"sdr": float(np.nanmean(mi_sdr)), "si_sdri": float(np.nanmean(improvement)), "dc_sdr": float(np.nanmean(dc_sdr))}
+        metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
+        for s, name in enumerate(classes):  # Table 3.3 is per instrument
+            key = name.lower().replace(" ", "_")
+            metrics |= {f"sdr_{key}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{key}": notes[s].scores().f1}
+        return metrics
+
+
+CERBERUS = Cerberus()
