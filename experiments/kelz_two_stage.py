@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.data.pianos.reader import dictionary
     from components.models.kelz.demixing import DemixConfig
-    from components.models.kelz.evaluation import collect_inputs, evaluate_inputs, excerpt_figure, table_markdown
+    from components.models.kelz.evaluation import collect_inputs, evaluate_inputs, excerpt_figure, rows_from_metrics, table_markdown
     from components.models.kelz.family import denoise
     from orchestration.data_build import dataset_dir
     from orchestration.stage_sweep import run_stage_sweep
@@ -92,25 +92,31 @@ def main(argv: list[str] | None = None) -> int:
     grid = [{}]
     for key, values in model.demix_grid.items():
         grid = [point | {key: value} for point in grid for value in values]
-    points = [{"scheme": scheme, **point} for scheme in inputs for point in grid if base | point != base]
+    # each scheme at the preset's settings first (the paper's table), then the grid's other points
+    points = [{"scheme": scheme} for scheme in inputs]
+    points += [{"scheme": scheme, **point} for scheme in inputs for point in grid if base | point != base]
+    parent_id = trained.parent_run_id
 
     def stage(values: dict) -> dict[str, float]:
         torch.set_num_threads(1)  # one trial per core
-        demix = DemixConfig.model_validate(base | {k: v for k, v in values.items() if k != "scheme"})
+        overrides = {k: v for k, v in values.items() if k != "scheme"}
         collected = ray.get(shared[values["scheme"]])
-        return evaluate_inputs(collected, atoms, demix, model.threshold_candidates).metrics()
+        result = evaluate_inputs(collected, atoms, DemixConfig.model_validate(base | overrides), model.threshold_candidates)
+        if not overrides:
+            RunLogger(parent_id).figure(excerpt_figure(collected, result), f"figures/test_excerpt_{values['scheme']}.png")
+        return result.metrics()
 
+    outcomes = run_stage_sweep(f"{name}-demix", points, stage, experiment_id=trained.experiment_id, parent_run_id=parent_id)
     paper = yaml.safe_load((CONFIGS / "paper" / f"{FAMILY}.yaml").read_text())
     scale = scale_note(config, args.preset) + f"; {model.demix.steps} demixing steps"
-    sections, outcomes = [], []
-    for scheme, collected in inputs.items():  # the preset's demixing settings: the table and the figure
-        result = evaluate_inputs(collected, atoms, model.demix, model.threshold_candidates)
-        sections.append(f"## {scheme}\n\n" + table_markdown(result, paper.get(scheme), collected.quality, scale))
-        parent.figure(excerpt_figure(collected, result), f"figures/test_excerpt_{scheme}.png")
-        parent.metrics({f"{scheme}/{key}": value for key, value in result.metrics().items()}, 0)
-        outcomes.append(({"scheme": scheme}, result.metrics(), None))
-    if points:
-        outcomes += run_stage_sweep(f"{name}-demix", points, stage, experiment_id=trained.experiment_id, parent_run_id=trained.parent_run_id)
+    sections = []
+    for values, metrics, error in outcomes[: len(inputs)]:
+        scheme = values["scheme"]
+        if metrics is None:
+            sections.append(f"## {scheme}\n\nfailed: {error}")
+            continue
+        sections.append(f"## {scheme}\n\n" + table_markdown(rows_from_metrics(metrics), paper.get(scheme), inputs[scheme].quality, scale))
+        parent.metrics({f"{scheme}/{key}": value for key, value in metrics.items()}, 0)
     sweep_lines = ["## Demixing sweep (median F1; thresholds refitted per point)", "", "| scheme | settings | valid S | valid T' | test S | test T | test T' |", "|---|---|---|---|---|---|---|"]
     for values, metrics, error in outcomes:
         settings = ", ".join(f"{k}={v}" for k, v in values.items() if k != "scheme") or "preset"
@@ -119,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cells = [metrics.get(f"{split}/{kind}/f1") for split, kind in (("valid", "S"), ("valid", "T'"), ("test", "S"), ("test", "T"), ("test", "T'"))]
         sweep_lines.append(f"| {values['scheme']} | {settings} | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
-    report = "\n\n".join(sections + ["\n".join(sweep_lines)])
+    report = "\n\n".join(sections + (["\n".join(sweep_lines)] if len(outcomes) > len(inputs) else []))
     print("\n" + report)
     parent.text(report, "results.md")
-    parent.finish("FINISHED")
+    finished = all(metrics is not None for _, metrics, _ in outcomes)
+    parent.finish("FINISHED" if finished else "FAILED", None if finished else "a demixing trial failed")
     print(f"MLflow: experiment {config.experiment!r}, parent run {trained.parent_run_id}")
-    return 0
+    return 0 if finished else 1
 
 
 if __name__ == "__main__":

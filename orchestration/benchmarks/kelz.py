@@ -1,12 +1,12 @@
 """The `kelz` benchmark: Kelz's batched demixing solver against scipy's NNLS frame by frame.
 
-Both solve the same piece (a 30 s rendering by a test piano of a small piano-domains
-set built here, 2585 frames, 256 mel bins, the set's 88-note dictionary) with the
+Both solve the same piece (a 30 s rendering by a test piano of a 2-piece piano-domains
+plan, rendered here, about 2600 frames, 256 mel bins, the set's 88-note dictionary) with the
 regularisers off (lambda_h = lambda_t = 0), where the objective is plain non-negative
 least squares, so scipy.optimize.nnls (exact, one frame at a time: the baseline a
 per-frame implementation would use) gives the optimum. Figures: frames per second of
 each, timed in turns (median of repeats), the speed-up, and both objectives summed over
-the piece with the worst per-frame ratio, so the speed is not bought with accuracy.
+the piece with the worst frame's excess, so the speed is not bought with accuracy.
 The solver runs with DemixConfig's defaults (its step count, learning rate and
 initialisation) on torch's default threads.
 """
@@ -14,42 +14,39 @@ initialisation) on torch's default threads.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from scipy.optimize import nnls
 
-from components.data.catalog import DataConfig
-from components.data.pianos.reader import dictionary, renderings
+from components.data.pianos.plan import plan_piano_domains
+from components.data.pianos.reader import rendering_from_row
+from components.data.pianos.recipe import PianoDomainsRecipe
+from components.data.pianos.render import DICTIONARY, PianoRenderer
 from components.models.kelz.demixing import DemixConfig, decompose
 from orchestration.benchmarks import Figure, interleave, register
-from orchestration.data_build import build
-from orchestration.runtime import init_ray
 
 NAME = "kelz"
 
 
-def piece_and_dictionary(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A 30 s test rendering and the dictionary of a 2-piece set (fast-loading pianos)."""
-    config = DataConfig(
-        name="piano-domains",
-        root=str(root),
-        pianos={
-            "pieces": 2,
-            "music21_fraction": 0.0,
-            "max_seconds": 30.0,
-            "valid_fraction": 0.0,
-            "test_fraction": 0.5,
-            "train_pianos": ["FluidR3_GM:1", "FluidR3_GM:2"],
-            "valid_pianos": [],
-            "test_pianos": ["TimGM6mb:0"],
-        },
+def piece_and_dictionary(sources: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 30 s rendering by a test piano and the 88-note dictionary, rendered in this process with the
+    piano-domains components (the plan of a 2-piece set, its renderer), so no Ray start-up is timed or needed."""
+    recipe = PianoDomainsRecipe(
+        pieces=2, music21_fraction=0.0, max_seconds=30.0, valid_fraction=0.0, test_fraction=0.5,
+        train_pianos=("FluidR3_GM:1", "FluidR3_GM:2"), valid_pianos=(), test_pianos=("TimGM6mb:0",),
     )
-    path = build(config, workers=2)
-    return next(renderings(path, "test")).mel.astype(np.float64), dictionary(path).astype(np.float64)
+    items = pa.concat_tables(plan_piano_domains("bench", recipe, sources).items)
+    renderer = PianoRenderer(recipe.model_dump(mode="json"))
+    rendered = renderer(items.filter(pc.is_in(items["split"], pa.array(["test", DICTIONARY]))).to_pydict())
+    rows = [rendering_from_row(row) for row in rendered.to_pylist()]
+    piece = next(r for r, split in zip(rows, rendered["split"].to_pylist()) if split == "test")
+    notes = sorted((r for r, split in zip(rows, rendered["split"].to_pylist()) if split == DICTIONARY), key=lambda r: r.notes.pitch[0])
+    return piece.mel.astype(np.float64), np.stack([r.mel[:, 0] for r in notes], axis=1).astype(np.float64)
 
 
 def nnls_frames(atoms: np.ndarray, spectrogram: np.ndarray) -> np.ndarray:
@@ -62,12 +59,8 @@ def per_frame_objective(atoms: np.ndarray, spectrogram: np.ndarray, activations:
 
 @register(NAME)
 def kelz(quick: bool) -> list[Figure]:
-    init_ray()
-    root = Path(tempfile.mkdtemp(prefix="partita-bench-kelz-"))
-    try:
-        spectrogram, atoms = piece_and_dictionary(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="partita-bench-kelz-") as sources:
+        spectrogram, atoms = piece_and_dictionary(Path(sources))
     config = DemixConfig(lambda_h=0.0, lambda_t=0.0)
     frames = spectrogram.shape[1]
     ours = decompose(atoms, [spectrogram], config)[0].astype(np.float64)  # also warms torch up
@@ -76,8 +69,9 @@ def kelz(quick: bool) -> list[Figure]:
         [lambda: decompose(atoms, [spectrogram], config), lambda: nnls_frames(atoms, spectrogram)], 1 if quick else 3
     )
     objective_ours, objective_nnls = per_frame_objective(atoms, spectrogram, ours), per_frame_objective(atoms, spectrogram, reference)
-    sounding = objective_nnls > 1e-12 * objective_nnls.max()
-    worst = float((objective_ours[sounding] / objective_nnls[sounding]).max())
+    # per frame, what the solver leaves above the optimum as a share of the frame's energy ||v||^2
+    # (a ratio to the optimum itself explodes on near-silent frames whose optimum is ~0)
+    excess = float(((objective_ours - objective_nnls) / np.maximum((spectrogram**2).sum(axis=0), 1e-12)).max())
     note = (
         f"{frames} frames x {atoms.shape[0]} mel bins x {atoms.shape[1]} notes; {config.steps} Adam steps, lr {config.lr}, "
         f"init {config.init}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}"
@@ -88,5 +82,6 @@ def kelz(quick: bool) -> list[Figure]:
         Figure(NAME, "speed-up of the batched solver", round(nnls_seconds / batched_seconds, 1), "x", ">= 20", note),
         Figure(NAME, "objective over the piece, scipy nnls (the optimum)", float(objective_nnls.sum()), "", note="sum over frames of ||D a - v||^2"),
         Figure(NAME, "objective over the piece, batched solver", float(objective_ours.sum()), "", note="same piece, same dictionary"),
-        Figure(NAME, "worst per-frame objective ratio, batched / nnls", round(worst, 4), "x", "<= 1.01", "frames with a non-zero optimum"),
+        Figure(NAME, "objective ratio over the piece, batched / nnls", round(float(objective_ours.sum() / objective_nnls.sum()), 5), "x", "<= 1.01"),
+        Figure(NAME, "worst frame: objective above the optimum, share of the frame's energy", round(excess, 5), "", "<= 0.01"),
     ]

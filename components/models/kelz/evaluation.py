@@ -78,8 +78,20 @@ class TwoStageResult:
     thresholds: dict[str, np.ndarray]
 
     def metrics(self) -> dict[str, float]:
-        """Flat names for logging, e.g. "test/T'/f1"."""
-        return {f"{r['split']}/{r['input']}/{k}": r[k] for r in self.rows for k in ("precision", "recall", "f1")}
+        """Flat names for logging, e.g. "test/T'/f1" (`rows_from_metrics` reverses it)."""
+        return {f"{r['split']}/{r['input']}/{k}": r[k] for r in self.rows for k in ROW_FIELDS}
+
+
+ROW_FIELDS = ("pieces", "precision", "recall", "f1")
+
+
+def rows_from_metrics(metrics: dict[str, float]) -> list[dict]:
+    rows: dict[tuple[str, str], dict] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] in SPLITS and parts[1] in INPUTS and parts[2] in ROW_FIELDS:
+            rows.setdefault((parts[0], parts[1]), {"split": parts[0], "input": parts[1]})[parts[2]] = value
+    return list(rows.values())
 
 
 def evaluate_inputs(inputs: Inputs, dictionary: np.ndarray, config: DemixConfig, candidates: int, device: str = "cpu") -> TwoStageResult:
@@ -99,13 +111,13 @@ def evaluate_inputs(inputs: Inputs, dictionary: np.ndarray, config: DemixConfig,
     return TwoStageResult(rows, per_piece, activations, thresholds)
 
 
-def table_markdown(result: TwoStageResult, paper: dict | None, quality: dict[str, list[tuple[float, float]]], scale: str) -> str:
-    """The paper's table: median P / R / F1 per split and input, the paper's F1 beside ours."""
+def table_markdown(rows: list[dict], paper: dict | None, quality: dict[str, list[tuple[float, float]]], scale: str) -> str:
+    """The paper's table: median P / R / F1 per split and input (`TwoStageResult.rows`), the paper's F1 beside ours."""
     lines = [f"Framewise scores, medians over pieces ({scale})", "", "| split | input | pieces | P | R | F1 | F1 (paper) |", "|---|---|---|---|---|---|---|"]
-    for row in sorted(result.rows, key=lambda r: (SPLITS.index(r["split"]), INPUTS.index(r["input"]))):
+    for row in sorted(rows, key=lambda r: (SPLITS.index(r["split"]), INPUTS.index(r["input"]))):
         theirs = (paper or {}).get(row["split"], {}).get(row["input"])
         lines.append(
-            f"| {row['split']} | {row['input']} | {row['pieces']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {'' if theirs is None else f'{theirs:.3f}'} |"
+            f"| {row['split']} | {row['input']} | {int(row['pieces'])} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {'' if theirs is None else f'{theirs:.3f}'} |"
         )
     if quality:
         lines += ["", "V_T' against V_T per piece, log(1 + mel): median (IQR)", "", "| split | MSE | SSIM |", "|---|---|---|"]

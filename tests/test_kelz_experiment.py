@@ -1,0 +1,40 @@
+"""Kelz's two-stage experiment end to end at smoke size, into the session's temporary MLflow."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestration.tracking import PARENT_TAG, client
+from tests.test_ablation_masks import load_script
+
+SMOKE = ["--preset", "smoke", "--set", "sweep.grid.model.snippets.scheme=[all]"]
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_the_table_and_logs_runs_and_figures(ray_session, capsys):
+    assert load_script("kelz_two_stage").main(SMOKE) == 0
+    printed = capsys.readouterr().out
+    for split, paper in (("train", "0.609"), ("valid", "0.535"), ("test", "0.489")):
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {split} | T' |"))
+        assert row.endswith(f"| {paper} |")  # the paper's F1 beside ours
+        f1 = float(row.split("|")[6])
+        assert 0 <= f1 <= 1
+    assert "| test | S |" in printed and "| test | T |" in printed and "SSIM" in printed
+
+    mlflow = client()
+    experiment = mlflow.get_experiment_by_name("kelz")
+    runs = mlflow.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("partita.kind") == "sweep"]
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)} | {a.path for a in mlflow.list_artifacts(parent.info.run_id, "figures")}
+    assert {"results.md", "figures/test_excerpt_all.png"} <= artifacts
+    assert math.isfinite(parent.data.metrics["all/test/T'/f1"])
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    training = [r for r in children if "model.snippets.scheme" in r.data.params]
+    demixing = [r for r in children if r.data.tags.get("partita.kind") == "stage"]
+    assert len(training) == 1 and math.isfinite(training[0].data.metrics["test/mse"])
+    # the preset's settings, then the smoke grid's lambda_t in {0, 0.01}: each point its own child run
+    assert sorted(r.data.params.get("lambda_t", "preset") for r in demixing) == ["0.0", "0.01", "preset"]
+    assert all(r.info.status == "FINISHED" and 0 <= r.data.metrics["test/T'/f1"] <= 1 for r in demixing)
