@@ -119,3 +119,28 @@ def test_smoke_preset_builds_and_steps():
         loss, logged = JOINTIST.loss(model, smoke)
         loss.backward()
     assert "loss_separation" in logged and math.isfinite(logged["loss"])
+
+
+def test_analyse_a_recording_gives_instruments_midi_and_stems():
+    from components.models.jointist.pipeline import analyse
+
+    torch.manual_seed(0)
+    recognizer = JOINTIST.build(config(schedule="recognition", segment={"seconds": 0.5, "hop_seconds": 0.5}), None).eval()
+    with torch.no_grad():  # make f_IR hear exactly Piano and Drums
+        recognizer.recognizer.head.weight.zero_()
+        recognizer.recognizer.head.bias.copy_(torch.tensor([10.0, -10.0, 10.0]))
+    performer = JOINTIST.build(config(schedule="joint", segment={"seconds": 0.5, "hop_seconds": 0.5}), None).eval()
+    with torch.no_grad():  # and f_T play one long note on every key it is asked about
+        performer.transcriber.onset_model.out.bias.fill_(-10.0)
+        performer.transcriber.onset_model.out.bias[39] = 10.0
+        performer.transcriber.final[1].weight.zero_()
+        performer.transcriber.final[1].bias.fill_(-10.0)
+        performer.transcriber.final[1].bias[39] = 10.0
+    waveform = np.random.default_rng(0).standard_normal(1300).astype(np.float32) * 0.1  # 0.81 s: two clips, the last padded
+    result = analyse(recognizer, performer, waveform)
+    assert result.instruments == ["Piano", "Drums"]
+    assert [t.name for t in result.midi.instruments] == ["Piano", "Drums"]
+    piano = result.midi.instruments[0].notes
+    # one run of onset frames is one note: MIDI 60 through both clips (2 x 50 frames at 100/s), joined without a gap
+    assert [(n.pitch, n.start, n.end) for n in piano] == [(60, 0.0, 1.0)]
+    assert set(result.stems) == {"Piano", "Drums"} and all(len(s) == 1300 and np.isfinite(s).all() for s in result.stems.values())
