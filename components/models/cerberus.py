@@ -213,5 +213,37 @@ class Cerberus(ModelFamily):
             metrics |= {f"sdr_{key}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{key}": notes[s].scores().f1}
         return metrics
 
+    def figure(self, model: CerberusModel, batch: Batch):
+        """For the first example: the mixture, then per source its MI mask, DC cluster mask and TR roll beside the reference roll."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        device = next(model.parameters()).device
+        one = {key: batch[key][:1].to(device) for key in ("mixture", "mix_mag")}
+        with torch.no_grad():
+            output = model(one["mix_mag"])
+            clusters = kmeans_masks(output.embedding.float(), model.config.view.sources, loud_bins(one["mix_mag"], model.config.dc_floor_db))
+        reference = (batch["rolls"][0] > model.config.view.segment.onset_velocity).float()
+        names = model.config.view.classes or [f"source {s}" for s in range(model.config.view.sources)]
+        fig = Figure(figsize=(10.0, 1.8 * (1 + len(names))), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1 + len(names), 4, squeeze=False)
+        mix_db = 20 * torch.log10(one["mix_mag"][0].float().clamp_min(1e-6)).cpu()
+        axes[0, 0].imshow(mix_db.numpy(), origin="lower", aspect="auto", vmin=float(mix_db.max()) - 80, cmap="magma")
+        axes[0, 0].set_title("mixture (dB)", fontsize=8)
+        for ax in axes.ravel():
+            ax.set_axis_off()
+        for s, name in enumerate(names):
+            panels = (
+                (output.masks[0, s], f"{name}: MI mask"),
+                (clusters[0, s], "DC cluster (any order)"),
+                (output.rolls[0, s], "TR roll"),
+                (reference[s], "reference roll (velocity > 30)"),
+            )
+            for ax, (image, title) in zip(axes[1 + s], panels):
+                ax.imshow(image.float().cpu().numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis")
+                ax.set_title(title, fontsize=8)
+        return fig
+
 
 CERBERUS = Cerberus()
