@@ -74,6 +74,10 @@ def test_pretraining_runs_the_transcriber_alone_first():
     _, second = JOINTIST.loss(model, batch())
     assert "loss_separation" not in first and "loss_separation" in second
     assert int(model.step) == 2 and "step" in model.state_dict()
+    # evaluation always separates, so validation losses before and after the switch are comparable
+    fresh = JOINTIST.build(config(schedule="joint", pretrain_steps=100), None).eval()
+    with torch.no_grad():
+        assert "loss_separation" in JOINTIST.evaluate(fresh, [batch()])
 
 
 def test_a_schedule_whose_only_loss_weight_is_zero_is_refused():

@@ -120,8 +120,10 @@ class JointistModel(nn.Module):
 
     @property
     def separating(self) -> bool:
-        """Whether f_MSS runs now: not during the joint schedule's f_T-only pretraining."""
-        return self.separator is not None and not (self.config.schedule == "joint" and int(self.step) < self.config.pretrain_steps)
+        """Whether f_MSS runs now: not while the joint schedule pretrains f_T alone. It always runs in evaluation,
+        so validation losses stay comparable across the switch (best-checkpoint selection)."""
+        pretraining = self.training and self.config.schedule == "joint" and int(self.step) < self.config.pretrain_steps
+        return self.separator is not None and not pretraining
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per example (recognition) and per drawn instrument, flattened to [B * K, ...] (transcription, separation)."""
@@ -168,12 +170,12 @@ class Jointist(ModelFamily):
     def build(self, config: JointistConfig, data) -> nn.Module:
         return JointistModel(config)
 
-    def loss(self, model: JointistModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        terms = losses(model, batch, model(batch))
-        weights = model.config.loss
-        total = sum(getattr(weights, name) * value for name, value in terms.items())
-        if model.training:
-            model.step += 1
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        core = getattr(model, "module", model)  # under DDP the forward goes through the wrapper, the rest to the model
+        terms = losses(core, batch, model(batch))
+        total = sum(getattr(core.config.loss, name) * value for name, value in terms.items())
+        if core.training:
+            core.step += 1
         return total, {"loss": float(total.detach()), **{f"loss_{name}": float(value.detach()) for name, value in terms.items()}}
 
     def evaluate(self, model: JointistModel, batches: Iterable[Batch]) -> dict[str, float]:
