@@ -148,3 +148,26 @@ def test_analyse_a_recording_gives_instruments_midi_and_stems():
     # one run of onset frames is one note: MIDI 60 through both clips (2 x 50 frames at 100/s), joined without a gap
     assert [(n.pitch, n.start, n.end) for n in piano] == [(60, 0.0, 1.0)]
     assert set(result.stems) == {"Piano", "Drums"} and all(len(s) == 1300 and np.isfinite(s).all() for s in result.stems.values())
+
+
+@pytest.mark.parametrize("table", ["transcription", "separation", "recognition"])
+def test_table_variants_are_valid_models_and_match_the_papers_rows(table):
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    configs = Path(__file__).parents[1] / "experiments" / "configs"
+    cpu = yaml.safe_load((configs / "jointist" / "cpu.yaml").read_text())["model"]
+    variants = yaml.safe_load((configs / f"jointist_{table}.yaml").read_text())["sweep"]["variants"]
+    for overrides in variants.values():
+        model = copy.deepcopy(cpu)
+        for key, value in overrides.items():
+            *path, last = key.removeprefix("model.").split(".")
+            node = model
+            for part in path:
+                node = node.setdefault(part, {})
+            node[last] = value
+        JointistConfig.model_validate(model)
+    paper = yaml.safe_load((configs / "paper" / f"jointist_{table}.yaml").read_text())
+    assert [row["values"]["variant"] for row in paper["rows"]] == list(variants)
