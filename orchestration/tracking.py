@@ -25,7 +25,6 @@ from urllib.parse import quote, urlencode
 from components.errors import PartitaError
 from orchestration import paths
 from orchestration.config import flatten
-from orchestration.paths import project_root
 from orchestration.versions import code_version, package_versions
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -103,8 +102,8 @@ def run_record(config: dict, manifest: dict | None) -> tuple[dict[str, str], dic
 
 def source_tags(script: str | None = None) -> dict[str, str]:
     """MLflow's Source: the script that started the run (default: this process's), at its commit."""
-    path = Path(script or sys.argv[0]).resolve()
-    name = str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else str(path)
+    path, root = Path(script or sys.argv[0]).resolve(), paths.project_root()
+    name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     tags = {"mlflow.source.name": name, "mlflow.source.type": "LOCAL"}
     commit = code_version().removesuffix("+dirty")
     if commit != "unknown":
