@@ -148,6 +148,9 @@ def test_analyse_a_recording_gives_instruments_midi_and_stems():
     # one run of onset frames is one note: MIDI 60 through both clips (2 x 50 frames at 100/s), joined without a gap
     assert [(n.pitch, n.start, n.end) for n in piano] == [(60, 0.0, 1.0)]
     assert set(result.stems) == {"Piano", "Drums"} and all(len(s) == 1300 and np.isfinite(s).all() for s in result.stems.values())
+    upper_bound = JOINTIST.build(config(schedule="separation_true_rolls"), None).eval()
+    with pytest.raises(ValueError, match="ground-truth rolls cannot be applied"):
+        analyse(recognizer, upper_bound, waveform)
 
 
 @pytest.mark.parametrize("table", ["transcription", "separation", "recognition"])

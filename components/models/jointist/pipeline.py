@@ -40,6 +40,8 @@ def clips(waveform: torch.Tensor, samples: int) -> torch.Tensor:
 def analyse(recognizer: JointistModel, performer: JointistModel | None, waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
     """`recognizer` has f_IR; `performer` (optional) has f_T and/or f_MSS; both in eval mode, at the recording's rate."""
     config = recognizer.config
+    if performer is not None and performer.config.schedule == "separation_true_rolls":
+        raise ValueError("a separator trained on ground-truth rolls cannot be applied to audio alone; apply a joint (f_T + f_MSS) or separation run")
     names = config.instruments.names
     samples = round(config.segment.seconds * config.audio.sample_rate)
     audio = torch.as_tensor(np.asarray(waveform, np.float32))
