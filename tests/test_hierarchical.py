@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from components.errors import PartitaError
 from components.models.hierarchical import HierarchicalConfig, HierarchicalMasker, hierarchy_constraint
+from orchestration.config import parse_override
 
 BINS, FRAMES = 9, 6
 SMALL = {"hidden": 4, "layers": 2, "query": {"hidden": 4, "layers": 2, "embedding": 3}}
@@ -71,5 +72,9 @@ def test_qbe_anchor_averages_the_loud_query_bins_and_conditions_the_masks():
 def test_config_rejects_an_unknown_constraint_and_a_leaf_outside_the_hierarchy():
     with pytest.raises(ValidationError, match="hierarchy_constraint"):
         HierarchicalConfig(hierarchy_constraint="min")
+    with pytest.raises(ValidationError, match="hierarchy_constraint"):
+        HierarchicalConfig(hierarchy_constraint=True)
+    # a bare `off` in YAML or --set is read as false: it means the constraint is off
+    assert HierarchicalConfig(hierarchy_constraint=parse_override("x=off")[1]).hierarchy_constraint == "off"
     with pytest.raises(ValidationError, match="'guitars' is not a leaf of hierarchy-18; use one of: .*clean guitars"):
         HierarchicalConfig(target_leaf="guitars")

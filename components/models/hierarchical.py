@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from components.errors import PartitaError
@@ -51,6 +51,12 @@ class HierarchicalConfig(ModelConfig):
     layers: int = Field(4, gt=0)
     dropout: float = Field(0.3, ge=0, lt=1)
     query: QueryConfig = QueryConfig()
+
+    @field_validator("hierarchy_constraint", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        # YAML 1.1 reads a bare `off` (in a preset or `--set model.hierarchy_constraint=off`) as false
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _leaf_in_hierarchy(self) -> "HierarchicalConfig":
