@@ -113,6 +113,18 @@ class ExperimentConfig(StrictModel):
         return get_family(value["family"]).config_class.model_validate(value)
 
     @model_validator(mode="after")
+    def _data_kind(self) -> "ExperimentConfig":
+        """A family with a multi-track view trains on the slakh-like set, one with its own data set (Kelz) on that set, the rest on chord sets."""
+        family = get_family(self.model.family)
+        required = family.dataset or (SLAKH_LIKE if family.view(self.model) is not None else None)
+        if required is not None and self.data.name != required:
+            what = "multi-track pieces" if required == SLAKH_LIKE else f"the {required} set"
+            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs {what}: pass --dataset {required}")
+        if required is None and self.data.name in (SLAKH_LIKE, PIANO_DOMAINS):
+            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs another data set: pass the one it trains on, e.g. --dataset jsb-multi")
+        return self
+
+    @model_validator(mode="after")
     def _sweep_values_valid(self) -> "ExperimentConfig":
         """Every swept key exists and every grid value is valid there: fail before any trial runs."""
         for key in [*self.sweep.grid, *self.sweep.space]:
@@ -131,18 +143,6 @@ class ExperimentConfig(StrictModel):
                 ExperimentConfig.model_validate(tree)
             except ValidationError as err:
                 raise ValueError(f"{what} is invalid: {_describe(err).removeprefix('config error: ')}") from None
-        return self
-
-    @model_validator(mode="after")
-    def _data_kind(self) -> "ExperimentConfig":
-        """A family with a multi-track view trains on the slakh-like set, one with its own data set (Kelz) on that set, the rest on chord sets."""
-        family = get_family(self.model.family)
-        required = family.dataset or (SLAKH_LIKE if family.view(self.model) is not None else None)
-        if required is not None and self.data.name != required:
-            what = "multi-track pieces" if required == SLAKH_LIKE else f"the {required} set"
-            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs {what}: pass --dataset {required}")
-        if required is None and self.data.name in (SLAKH_LIKE, PIANO_DOMAINS):
-            raise ValueError(f"model family {self.model.family} cannot train on {self.data.name}; it needs another data set: pass the one it trains on, e.g. --dataset jsb-multi")
         return self
 
     def to_dict(self) -> dict:

@@ -102,8 +102,8 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
     uri = tracking_uri()
     experiment_id = ensure_experiment(config.experiment, uri)  # fails here, before any work, if MLflow is unreachable
     data_path = build(config.data)  # bad data input fails here, before Ray starts; build starts Ray if it builds
+    check_data_kind(config, data_path)  # a view that does not fit the set fails before Ray starts or any run is written
     init_ray()
-    check_data_kind(config, data_path)  # a view that does not fit the set fails before any run is written
     from orchestration.trainer import preflight, record_failure, trains_in_trial
 
     preflight(config, data_path)

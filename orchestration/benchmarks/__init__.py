@@ -68,7 +68,7 @@ def alternate(a: Callable[[], object], b: Callable[[], object], repeats: int) ->
 
 
 # modules whose benchmarks register themselves on import
-MODULES = ("chords", "evaluation", "training", "multitrack", "kelz")
+MODULES = ("chords", "evaluation", "training", "multitrack", "kelz", "ingest")
 
 
 def load_all() -> dict[str, Callable[[bool], list[Figure]]]:
