@@ -36,7 +36,7 @@ def _format(mean: float, std: float | None) -> str:
 PIPELINE_CHECK = (
     "**A pipeline check, not a result.** This preset trains toy-sized models for {steps} steps so that every stage "
     "(data, Ray Train, Tune, MLflow, this table) runs in minutes; they learn nothing, so the rows do not differ "
-    "for any reason the table's settings name. The preset that learns: `{command}` (see README, Results)."
+    "for any reason the table's settings name. The laptop-sized preset: `{command}` (what it reaches: README, Results)."
 )
 
 
