@@ -145,3 +145,22 @@ def test_weights_must_be_non_negative_and_not_all_zero():
         LossWeights(dc=0, mi=0, tr=0)
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         LossWeights(dc=-0.1)
+
+
+def test_the_family_consumes_what_the_view_makes():
+    """Examples cut, mixed and featurised by issue 11's example makers from a tiny piece (no Ray) train and score."""
+    from components.data.multitrack.examples import piece_examples, stack
+    from tests.test_multitrack_examples import RATE, tiny_piece
+
+    view = ViewConfig(segment={"seconds": 5.0, "hop_seconds": 5.0}, sources=2, targets=["phase_sensitive", "magnitude"], conditioning=["rolls"], stft={"n_fft": 256, "hop_length": 128})
+    examples = stack(piece_examples(tiny_piece(), view, seed=0))
+    batch = ViewFeaturizer(view, RATE, keep_waveforms=True)({key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in examples.items()})
+    assert batch["rolls"].shape[-1] == batch["mix_mag"].shape[-1]  # rolls at the STFT frame rate, as the TR head predicts
+    config = CerberusConfig(hidden=4, layers=1, embedding=3, view=view)
+    torch.manual_seed(0)
+    model = CERBERUS.build(config, ViewSpec(sample_rate=RATE, classes=()))
+    loss, _ = CERBERUS.loss(model, batch)
+    loss.backward()
+    with torch.no_grad():
+        metrics = CERBERUS.evaluate(model.eval(), [batch])
+    assert np.isfinite(loss.item()) and all(np.isfinite(metrics[name]) for name in ("loss", "sdr", "si_sdri", "dc_sdr", "note_f1"))
