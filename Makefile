@@ -56,7 +56,7 @@ demo: install
 	@echo "Open the UI:     $(VENV)/bin/partita mlflow ui   (then http://127.0.0.1:5000)"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Submit the ablation to a running Ray cluster (RAY_ADDRESS, default the local head's dashboard).
 RAY_ADDRESS ?= http://127.0.0.1:8265
