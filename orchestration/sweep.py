@@ -92,7 +92,11 @@ def concurrency(config: ExperimentConfig) -> int:
     resources = ray.cluster_resources()
     if train.use_gpu:
         return max(1, int(resources.get("GPU", 0)) // train.num_workers)
-    return max(1, int(resources.get("CPU", 1)) // (train.num_workers * train.cpus_per_worker))
+    # A trial that streams a multi-track view also needs its Ray Data actors' CPUs: counting only
+    # the trainer's lets trials take every CPU while their streams wait for one, forever.
+    streams = get_family(config.model.family).view(config.model) is not None
+    per_trial = train.num_workers * train.cpus_per_worker + (train.data_actors if streams else 0)
+    return max(1, int(resources.get("CPU", 1)) // per_trial)
 
 
 def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
