@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     probe.set_defaults(run=_probe)
 
     bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
-    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all): synth, datasets, eval, train, sweep, multitrack")
+    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all): synth, datasets, eval, train, sweep, multitrack, kelz, ingest")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, one repeat: minutes instead of the better part of an hour")
     bench.add_argument("--json", help="where to write the figures (default $PARTITA_HOME/runs/benchmarks/<time>.json)")
     bench.set_defaults(run=_bench)

@@ -12,7 +12,7 @@ from orchestration.benchmarks import Figure, interleave
 
 
 def test_every_benchmark_module_imports_and_registers():
-    assert set(benchmarks.load_all()) == {"synth", "datasets", "eval", "train", "sweep", "multitrack"}
+    assert set(benchmarks.load_all()) == {"synth", "datasets", "eval", "train", "sweep", "multitrack", "kelz", "ingest"}
 
 
 @pytest.mark.parametrize(
