@@ -117,7 +117,8 @@ def check_soundfont(name_or_path: str) -> Check:
     result = _child(render, timeout=120)
     if result.returncode != 0:
         return Check(f"soundfont {name_or_path}", False, f"{path} does not render: {_last_line(result.stderr)}", "reinstall the soundfont's package, or point to another .sf2 file")
-    peak = float(result.stdout.strip() or 0)
+    # pyfluidsynth may print where it found the library first; the figure is the last line.
+    peak = float(_last_line(result.stdout)) if result.stdout.strip() else 0.0
     if peak <= 0:
         return Check(f"soundfont {name_or_path}", False, f"{path} renders silence for middle C on preset 0", "use a General MIDI soundfont with a piano on bank 0, preset 0")
     return Check(f"soundfont {name_or_path}", True, f"{path} sha256 {checksum(path)[:16]}, middle C peak {peak:.0f} (16-bit)")
@@ -143,7 +144,7 @@ def check_ray() -> Check:
         # Ray gives up on a node that does not come up in time: a busy or memory-short machine, not a broken install
         fix = "wait until the machine is less busy (uptime, free -g), then run `partita doctor` again" if "timed out" in reason else REINSTALL
         return Check("ray", False, f"a local Ray instance fails: {reason}", fix)
-    return Check("ray", True, f"a local instance started, ran a task and stopped in {result.stdout.strip()} s")
+    return Check("ray", True, f"a local instance started, ran a task and stopped in {_last_line(result.stdout)} s")
 
 
 def check_mlflow_store() -> Check:
