@@ -13,8 +13,8 @@ seeded local shuffle buffer. Validation and test examples are fixed and cached
     prepare(batch)            an evaluation batch on the device, featurised
     state() / resume(state)   the data position, kept in checkpoints
 
-Order: the pieces are read in the manifest's file order, examples come out of the actors in that
-order (preserve_order), and each worker shuffles within a buffer of
+Order: the pieces are read in the manifest's file order, pass after pass (`stream_passes`), examples
+come out of the actors in that order (preserve_order), and each worker shuffles within a buffer of
 `view.shuffle_buffer` examples seeded by (train.seed, epoch). A resumed run skips
 the batches its epoch had consumed, so with one worker its order equals the
 uninterrupted run's; with several, which worker receives which example is decided
@@ -23,6 +23,7 @@ by Ray Data at run time, so the order is not reproduced exactly.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -61,8 +62,24 @@ def check_data_kind(config, data_path: Path) -> None:
         check_view(data_path, view)
 
 
-def train_datasets(config, data_path: Path) -> dict:
-    """Ray Data datasets for the TorchTrainer's `datasets=`: {"train": the example stream}, or {} for chord sets."""
+def stream_passes(config, pieces: int) -> int:
+    """Passes over the train pieces that one Ray Data execution makes: enough for the whole run if each piece yields at least one example.
+
+    Restarting the stream every epoch restarted its actors, and on a 32-piece set the
+    trainer then waited on data 74% of its time; a single execution over many passes
+    starts them once. A run that still exhausts it (pieces without any salient
+    segment) starts another execution, as before.
+    """
+    return max(1, math.ceil(config.train.steps * config.train.batch_size / max(1, pieces)))
+
+
+def train_datasets(config, data_path: Path, passes: int | None = None) -> dict:
+    """Ray Data datasets for the TorchTrainer's `datasets=`: {"train": the example stream}, or {} for chord sets.
+
+    The stream makes `passes` passes over the pieces (default: `stream_passes`); each pass
+    draws its own stems for the mixes (the seed is (train.seed, pass)), so later passes are
+    new mixes of the same segments rather than repeats.
+    """
     import ray.data
 
     from components.data.multitrack.featurize import ExampleStage, piece_locations
@@ -73,7 +90,9 @@ def train_datasets(config, data_path: Path) -> dict:
         return {}
     manifest = read_manifest(data_path)
     # the driver lists the pieces (no read tasks to schedule); each actor reads the pieces it is given
-    pieces = ray.data.from_items(piece_locations(files(data_path, TRAIN, "multitrack")))
+    locations = piece_locations(files(data_path, TRAIN, "multitrack"))
+    passes = passes or stream_passes(config, len(locations))
+    pieces = ray.data.from_items([location | {"pass": index} for index in range(passes) for location in locations])
     examples = pieces.map_batches(
         ExampleStage,
         fn_constructor_kwargs={"view": view.model_dump(mode="json"), "seed": config.train.seed, "sample_rate": manifest["sample_rate"]},

@@ -47,7 +47,7 @@ def test_two_workers_get_disjoint_examples_whose_union_is_the_epoch(small_slakh)
     config = smoke_config(small_slakh.parent)
     epoch = {(p.example_id, int(e["start"])) for p in pieces(small_slakh, "train") for e in piece_examples(p, config.model.view, seed=0)}
     assert len(epoch) >= 4
-    stream = train_datasets(config, small_slakh)["train"]
+    stream = train_datasets(config, small_slakh, passes=1)["train"]
     shards = stream.streaming_split(2, equal=True)  # what ray.train.DataConfig does for two workers
     seen: list[set] = [set(), set()]
 
@@ -63,6 +63,17 @@ def test_two_workers_get_disjoint_examples_whose_union_is_the_epoch(small_slakh)
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     # equal=True keeps the workers' shares the same size, dropping at most one example of an odd total
     assert seen[0] | seen[1] <= epoch and len(epoch - (seen[0] | seen[1])) == len(epoch) % 2
+
+
+def test_one_execution_streams_the_whole_run_pass_after_pass(small_slakh):
+    from orchestration.view_stream import stream_passes, train_datasets
+
+    config = smoke_config(small_slakh.parent, "train.steps=10", "train.batch_size=4")
+    assert stream_passes(config, pieces=3) == 14  # 40 examples needed, at least one per piece
+    epoch = [(p.example_id, int(e["start"])) for p in pieces(small_slakh, "train") for e in piece_examples(p, config.model.view, seed=0)]
+    rows = train_datasets(config, small_slakh, passes=3)["train"].take_all()
+    cut = [(int(row["piece"]), int(row["start"])) for row in rows]
+    assert len(cut) == 3 * len(epoch) and set(cut) == set(epoch)  # every example once per pass, in one execution
 
 
 def test_the_same_seed_gives_the_same_first_batch(small_slakh):

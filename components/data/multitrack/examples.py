@@ -71,13 +71,13 @@ def segment_rolls(notes: NoteTable, chosen: tuple[int, ...], start_seconds: floa
     return piano_rolls(shifted, row, len(chosen), frames, fps)[:, FRAME]
 
 
-def piece_examples(piece: Piece, view: ViewConfig, seed: int) -> list[dict[str, np.ndarray]]:
-    """Every example of one piece, in segment order."""
+def piece_examples(piece: Piece, view: ViewConfig, seed: int, draw: int = 0) -> list[dict[str, np.ndarray]]:
+    """Every example of one piece, in segment order; `draw` numbers independent draws of the stems mixed (0 for fixed sets)."""
     found = piece_segments(piece, view)
     rate = piece.sample_rate
     examples = []
     for k, start in enumerate(found.starts):
-        rng = np.random.default_rng([seed, piece.example_id, k])
+        rng = np.random.default_rng([seed, piece.example_id, k, draw])
         for chosen in choices(found.salient[:, k], piece.stem_classes, view, rng):
             mixture, sources = mix(piece.stems_pcm, chosen, int(start), found.length)
             example = {"mixture": mixture, "sources": sources, "piece": np.int64(piece.example_id), "start": np.int64(start)}

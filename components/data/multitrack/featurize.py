@@ -73,7 +73,7 @@ class ViewFeaturizer(torch.nn.Module):
 
 
 class ExampleStage:
-    """A Ray Data stage: batches of piece locations {path, row_group} -> batches of examples.
+    """A Ray Data stage: batches of piece locations {path, row_group[, pass]} -> batches of examples.
 
     Reads each piece's stems, classes and notes (one row group of a built split:
     one piece), cuts, filters and mixes it, then featurises its examples here
@@ -87,9 +87,10 @@ class ExampleStage:
         self.featurizer = ViewFeaturizer(self.view, sample_rate) if self.view.featurise_on == "data" else None
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        for path, group in zip(batch["path"], batch["row_group"]):
+        passes = batch.get("pass", np.zeros(len(batch["path"]), np.int64))
+        for path, group, index in zip(batch["path"], batch["row_group"], passes):
             for row in pq.ParquetFile(str(path)).read_row_group(int(group), columns=PIECE_COLUMNS).to_pylist():
-                examples = stack(piece_examples(piece_from_columns(row), self.view, self.seed))
+                examples = stack(piece_examples(piece_from_columns(row), self.view, self.seed, int(index)))
                 if examples:
                     yield self.featurizer.featurize_numpy(examples) if self.featurizer else examples
 
