@@ -151,6 +151,7 @@ def run_loop(loop_config: dict, session) -> None:
                     "best_state": best_state,
                     "rng": torch.get_rng_state(),
                     "data": data.state(),
+                    "spec": data.spec,  # what `family.build` needs, so `partita apply` rebuilds the model without the data set
                 }
                 torch.save(state, Path(folder) / STATE)
                 if outcome is not None:

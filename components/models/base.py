@@ -2,7 +2,8 @@
 
 The generic trainer, the sweeps and the reports only ever talk to a family
 through `ModelFamily`: build a module from its config, compute the loss on a
-batch, evaluate on batches, optionally draw a figure. A new family is one
+batch, evaluate on batches, optionally draw a figure and apply a trained model to a
+recording. A new family is one
 module defining a `ModelConfig` subclass and a `ModelFamily` subclass, plus one
 line in `components.models.FAMILIES`.
 """
@@ -18,11 +19,14 @@ import torch
 from components.schema import StrictModel
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pretty_midi
     from matplotlib.figure import Figure
 
     from components.data.multitrack.view import ViewConfig
 
 Batch = dict[str, torch.Tensor]
+Applied = "np.ndarray | pretty_midi.PrettyMIDI | Figure | dict"
 
 
 class ModelConfig(StrictModel):
@@ -106,3 +110,14 @@ class ModelFamily(ABC):
     def representation(self, model: torch.nn.Module, batch: Batch) -> Representation | None:
         """Features for the note-property probe (eval mode, no grad); None: nothing to probe."""
         return None
+
+    def apply(self, model: torch.nn.Module, audio: torch.Tensor, data: "DataSpec | ViewSpec") -> "dict[str, Applied]":
+        """What a musician opens, from one recording (`partita apply`); eval mode, no grad.
+
+        `audio` is mono float32 [samples] at `data.sample_rate`, on the model's device.
+        Returns file name -> content: a WAV as a float array [samples] at that rate, a MIDI
+        as a `pretty_midi.PrettyMIDI`, a figure as a matplotlib Figure, or a JSON-able dict.
+        """
+        from components.errors import PartitaError
+
+        raise PartitaError(f"model family {self.name} has no apply step yet", "apply a run of a family that has one: partita apply --help lists them")
