@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="probe settings, e.g. steps=2000")
     probe.set_defaults(run=_probe)
 
+    apply = commands.add_parser("apply", help="turn a recording into stems / MIDI with a trained run (or a sweep's best run)")
+    apply.add_argument("run_id", help="MLflow run id of a training run, or of a sweep's parent run")
+    apply.add_argument("audio", help="the recording: WAV, FLAC or OGG, any sample rate, mixed down to mono")
+    apply.add_argument("--out", help="folder to create for the outputs (default: AUDIO-FAMILY-RUN beside the current folder)")
+    apply.set_defaults(run=_apply)
+
     bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all): synth, datasets, eval, train, sweep, multitrack, kelz, ingest")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, one repeat: minutes instead of the better part of an hour")
@@ -81,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("partita: interrupted", file=sys.stderr)
         return 130
+
+
+def _apply(args: argparse.Namespace) -> None:
+    from orchestration.apply import apply_run
+
+    folder = apply_run(args.run_id, Path(args.audio), Path(args.out) if args.out else None)
+    print(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
 
 
 def _doctor(args: argparse.Namespace) -> int:

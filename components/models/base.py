@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Literal
 
 import torch
 from components.schema import StrictModel
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pretty_midi
     from matplotlib.figure import Figure
 
+    from components.data.multitrack.reader import Piece
     from components.data.multitrack.view import ViewConfig
 
 Batch = dict[str, torch.Tensor]
@@ -59,6 +60,21 @@ class ViewSpec:
     classes: tuple[str, ...]  # the instrument classes of the set's taxonomy
 
 
+@dataclass(frozen=True)
+class ExampleMaker:
+    """A family's own examples from a piece, in place of its view's (which mix a few chosen stems).
+
+    `make(piece, seed, draw)` -> the piece's examples in segment order, each a dict of numpy arrays
+    with `piece` and `start`; `draw` numbers independent draws (stream passes; 0 for the fixed
+    validation and test examples). The model featurises them itself: the view's featurizer knows
+    only the view's own examples. `recipe` (JSON-able) is everything besides the data set and the
+    seed that decides the examples: it keys the cache of fixed examples.
+    """
+
+    make: "Callable[[Piece, int, int], list[dict[str, np.ndarray]]]"
+    recipe: dict
+
+
 @dataclass
 class Representation:
     """Frozen features of a batch for the note-property probe.
@@ -85,6 +101,10 @@ class ModelFamily(ABC):
 
     def view(self, config: ModelConfig) -> "ViewConfig | None":
         """The multi-track view the family trains on (streamed through Ray Data); None: a chord set, in memory."""
+        return None
+
+    def example_maker(self, config: ModelConfig, dataset_dir: Path) -> ExampleMaker | None:
+        """The family's own examples of the view's pieces (read from the built set at `dataset_dir`); None: the view's."""
         return None
 
     def open_data(self, config: ModelConfig, path: Path):
@@ -120,4 +140,4 @@ class ModelFamily(ABC):
         """
         from components.errors import PartitaError
 
-        raise PartitaError(f"model family {self.name} has no apply step yet", "apply a run of a family that has one: partita apply --help lists them")
+        raise PartitaError(f"model family {self.name} has no apply step yet", "implement apply in the family's module, or apply a run of a family that has one")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Iterable, Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -19,8 +18,8 @@ from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
 from components.losses.separation import tpsa_loss
-from components.metrics.separation import si_sdr, si_sdr_improvement
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
+from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import BLSTMMasker
 
 
@@ -71,22 +70,16 @@ class MaskInference(ModelFamily):
         """Waveform estimates [B, S, samples]: masks on |X|, with the mixture's phase."""
         mixture = batch["mixture"]
         spec = model.featurizer.stft(mixture)
-        masks = model(spec.abs()).float()
-        return model.featurizer.istft(masks * spec.unsqueeze(1), mixture.shape[-1])
+        return masked_waveforms(model.featurizer, model(spec.abs()), spec, mixture.shape[-1])
 
     def evaluate(self, model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-        losses, improvements, scores, counts = [], [], [], []
+        losses, counts, scores = [], [], SeparationScores()
         for batch in batches:
             masks = model(batch["mix_mag"]).float()
             losses.append(float(tpsa_loss(masks, batch["mix_mag"], batch["target_psa"])) * len(masks))
             counts.append(len(masks))
-            estimates = self.separate(model, batch)
-            mixture = batch["mixture"].unsqueeze(1).expand_as(batch["sources"])
-            improvements.append(si_sdr_improvement(estimates, mixture, batch["sources"]).ravel())
-            scores.append(si_sdr(estimates, batch["sources"]).ravel())
-        improvement, score = np.concatenate(improvements), np.concatenate(scores)
+            scores.add(self.separate(model, batch), batch["mixture"], batch["sources"])
         # a source silent over the whole segment has no SI-SDR (NaN): the saliency filter keeps them out
-        return {"loss": sum(losses) / sum(counts), "si_sdri": float(np.nanmean(improvement)), "si_sdr": float(np.nanmean(score))}
-
+        return {"loss": sum(losses) / sum(counts)} | scores.means()
 
 MASK_INFERENCE = MaskInference()

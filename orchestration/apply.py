@@ -1,0 +1,139 @@
+"""`partita apply RUN AUDIO`: a trained run turned into the files a musician opens.
+
+The run's logged config rebuilds its family's model, its final checkpoint gives the
+best weights and the data spec, and `family.apply` maps the recording (mono, at the
+spec's sample rate) to named outputs: WAV stems, MIDI, figures, JSON. They are
+written to a staging folder that is renamed into place only when every file is
+written, so an interrupted apply leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.errors import PartitaError
+
+RECORD = "apply.json"  # what was applied to what, written last
+
+
+def families_with_apply() -> list[str]:
+    from components.models import FAMILIES
+    from components.models.base import ModelFamily
+
+    return sorted(name for name, family in FAMILIES.items() if type(family).apply is not ModelFamily.apply)
+
+
+def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
+    """A recording as mono float32 [samples] at `sample_rate` (channels averaged, resampled with torchaudio)."""
+    import soundfile
+    import torchaudio
+
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as err:
+        raise PartitaError(f"{path} is not audio that libsndfile reads ({err})", "convert it to WAV or FLAC, e.g. ffmpeg -i IN OUT.wav") from None
+    if not len(audio):
+        raise PartitaError(f"{path} holds no samples", "pass a recording at least a second long")
+    mono = torch.from_numpy(audio.mean(axis=1))
+    return torchaudio.functional.resample(mono, rate, sample_rate) if rate != sample_rate else mono
+
+
+def load_trained(run_id: str, uri: str | None = None):
+    """(family, model in eval mode, data spec, run) of a finished training run, or of a sweep's best run."""
+    import ray.train
+
+    from components.models import get_family
+    from orchestration.config import validate
+    from orchestration.probe import resolve_training_run
+    from orchestration.tracking import client
+    from orchestration.trainer import CHECKPOINT_TAG
+
+    run = resolve_training_run(run_id, uri)
+    family = get_family(run.data.tags["partita.family"])
+    if family.name not in families_with_apply():
+        raise PartitaError(
+            f"model family {family.name} has no apply step yet",
+            f"apply a run of one of: {', '.join(families_with_apply()) or '(none yet)'}",
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        config = validate(json.loads(Path(client(uri).download_artifacts(run.info.run_id, "config.json", folder)).read_text()))
+    checkpoint = run.data.tags[CHECKPOINT_TAG]
+    try:
+        with ray.train.Checkpoint(checkpoint).as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise PartitaError(f"the checkpoint of run {run.info.run_id} is gone ({checkpoint})", "apply a run whose storage path is still there, or train it again") from None
+    if "spec" not in state:
+        raise PartitaError(
+            f"run {run.info.run_id} was trained before checkpoints kept the data spec, so its model cannot be rebuilt alone",
+            "train it again (same command); its new checkpoint can be applied",
+        )
+    model = family.build(config.model, state["spec"])
+    model.load_state_dict(state["best_state"] or state["model"])
+    return family, model.eval(), state["spec"], run
+
+
+def write_outputs(outputs: dict, folder: Path, sample_rate: int) -> list[str]:
+    """Each output by its kind: arrays as 16-bit WAV, PrettyMIDI as .mid, figures as PNG, dicts as JSON."""
+    import pretty_midi
+    import soundfile
+    from matplotlib.figure import Figure
+
+    written = []
+    for name, content in outputs.items():
+        path = folder / name
+        if isinstance(content, pretty_midi.PrettyMIDI):
+            content.write(str(path))
+        elif isinstance(content, Figure):
+            content.savefig(path, dpi=120)
+        elif isinstance(content, dict):
+            path.write_text(json.dumps(content, indent=2))
+        else:
+            audio = np.asarray(content, dtype=np.float32)
+            # float stems may exceed full scale; scale the file rather than clip it
+            peak = float(np.abs(audio).max(initial=0.0))
+            soundfile.write(str(path), audio.T / max(1.0, peak), sample_rate, subtype="PCM_16")
+        written.append(name)
+    return written
+
+
+def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str | None = None) -> Path:
+    """Apply a trained run to one recording; returns the folder of outputs."""
+    audio_path = Path(audio_path)
+    if not audio_path.is_file():  # before any MLflow or checkpoint work
+        raise PartitaError(f"no audio file at {audio_path}", "pass the path of a WAV, FLAC or OGG recording")
+    family, model, spec, run = load_trained(run_id, uri)
+    target = Path(out) if out else Path.cwd() / f"{audio_path.stem}-{family.name}-{run.info.run_id[:8]}"
+    if target.exists():
+        raise PartitaError(f"{target} already exists", f"pass --out with a new folder, or remove {target}")
+    audio = read_audio(audio_path, spec.sample_rate)
+    with torch.no_grad():
+        outputs = family.apply(model, audio, spec)
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        files = write_outputs(outputs, staging, spec.sample_rate)
+        record = {
+            "run_id": run.info.run_id,
+            "family": family.name,
+            "audio": str(audio_path.resolve()),
+            "audio_sha256": hashlib.sha256(audio_path.read_bytes()).hexdigest(),
+            "sample_rate": spec.sample_rate,
+            "seconds": round(len(audio) / spec.sample_rate, 3),
+            "files": files,
+        }
+        (staging / RECORD).write_text(json.dumps(record, indent=2))
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
