@@ -5,7 +5,9 @@ the built pieces of the train split, and CPU actors cut, filter, mix and (by
 default) featurise them (`ExampleStage`); Ray Train splits that stream across its
 workers (`datasets=` + `get_dataset_shard`), and each worker batches it with a
 seeded local shuffle buffer. Validation and test examples are fixed and cached
-(components.data.multitrack.fixed). The train loop sees one interface either way:
+(components.data.multitrack.fixed). A family may make its own examples from the pieces
+(`ModelFamily.example_maker`); the actors then rebuild its maker from the family's name and
+model config, and its examples reach the model unfeaturised. The train loop sees one interface either way:
 
     spec                      what `family.build` receives (DataSpec or ViewSpec)
     train_batches(step)       an endless iterator of training batches on the device
@@ -95,7 +97,15 @@ def train_datasets(config, data_path: Path, passes: int | None = None) -> dict:
     pieces = ray.data.from_items([location | {"pass": index} for index in range(passes) for location in locations])
     examples = pieces.map_batches(
         ExampleStage,
-        fn_constructor_kwargs={"view": view.model_dump(mode="json"), "seed": config.train.seed, "sample_rate": manifest["sample_rate"]},
+        fn_constructor_kwargs={
+            "view": view.model_dump(mode="json"),
+            "seed": config.train.seed,
+            "sample_rate": manifest["sample_rate"],
+            # plain data, so each actor rebuilds the family's own example maker, if it has one
+            "family": config.model.family,
+            "model": config.model.model_dump(mode="json"),
+            "dataset_dir": str(data_path),
+        },
         batch_size=1,  # a piece at a time: the actor yields its examples, memory holds one piece
         compute=ray.data.ActorPoolStrategy(size=config.train.data_actors),
         num_cpus=1,
@@ -163,6 +173,7 @@ class ViewTrainingData:
     def __init__(self, data_path: Path, config, view, session, per_worker: int):
         from components.data.multitrack.featurize import ViewFeaturizer
         from components.data.multitrack.fixed import load_fixed
+        from components.models import get_family
         from components.models.base import ViewSpec
 
         manifest = read_manifest(data_path)
@@ -170,13 +181,16 @@ class ViewTrainingData:
         self.spec = ViewSpec(sample_rate=rate, classes=tuple(manifest["taxonomies"]["classes"]["classes"]))
         self.view, self.seed, self.session, self.per_worker = view, config.train.seed, session, per_worker
         device = session.device
-        self.eval_featurizer = ViewFeaturizer(view, rate, keep_waveforms=True).to(device)
-        self.train_featurizer = ViewFeaturizer(view, rate).to(device) if view.featurise_on == "trainer" else None
+        own = get_family(config.model.family).example_maker(config.model, data_path)
+        # a family's own examples are featurised by its model
+        self.eval_featurizer = ViewFeaturizer(view, rate, keep_waveforms=True).to(device) if own is None else None
+        self.train_featurizer = ViewFeaturizer(view, rate).to(device) if own is None and view.featurise_on == "trainer" else None
         cache = paths.data_root() / "cache"
-        self.eval_splits = {name: load_fixed(data_path, name, view, self.seed, cache) for name in ("valid", "test")} if session.rank == 0 else {}
+        self.eval_splits = {name: load_fixed(data_path, name, view, self.seed, cache, own) for name in ("valid", "test")} if session.rank == 0 else {}
         for name, split in self.eval_splits.items():
             if not len(split):
-                raise PartitaError(f"the {name} split of {data_path.name} has no example for this view (no segment with {view.sources} salient stems)", "build more pieces or relax model.view")
+                kept = f"no segment with {view.sources} salient stems" if own is None else f"no segment that model family {config.model.family} makes an example of"
+                raise PartitaError(f"the {name} split of {data_path.name} has no example for this view ({kept})", "build more pieces or relax model.view")
         self.epoch, self.consumed = 0, 0  # batches of this epoch already trained on
 
     def train_batches(self, step: int) -> Iterator[dict]:
@@ -210,7 +224,8 @@ class ViewTrainingData:
     def prepare(self, batch: dict) -> dict:
         from orchestration.train_loop import to_device
 
-        return self.eval_featurizer(to_device(batch, self.session.device))
+        batch = to_device(batch, self.session.device)
+        return self.eval_featurizer(batch) if self.eval_featurizer else batch
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}

@@ -16,6 +16,7 @@ Waveforms (`mixture`, `sources`) are kept when `keep_waveforms` (evaluation, the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,7 +24,11 @@ import torch
 import torchaudio
 
 from components.data.multitrack.examples import PIECE_COLUMNS, piece_examples, piece_from_columns, stack
+from components.data.multitrack.reader import Piece
 from components.data.multitrack.view import ViewConfig
+
+if TYPE_CHECKING:
+    from components.models.base import ExampleMaker
 
 
 class ViewFeaturizer(torch.nn.Module):
@@ -72,25 +77,43 @@ class ViewFeaturizer(torch.nn.Module):
         return {key: value.numpy() for key, value in out.items()}
 
 
+def family_maker(family: str, model: dict, dataset_dir: str | Path) -> "ExampleMaker | None":
+    """A family's own example maker (`ModelFamily.example_maker`), rebuilt from its name and model config dump:
+    what a Ray Data actor can be given (plain data, no live objects)."""
+    from components.models import get_family  # not at the top: components.models imports this module
+
+    owner = get_family(family)
+    return owner.example_maker(owner.config_class.model_validate(model), Path(dataset_dir))
+
+
+def example_maker(view: ViewConfig, own: "ExampleMaker | None") -> Callable[[Piece, int, int], list[dict[str, np.ndarray]]]:
+    """`make(piece, seed, draw)`: the family's own examples, or else the view's."""
+    return own.make if own is not None else lambda piece, seed, draw: piece_examples(piece, view, seed, draw)
+
+
 class ExampleStage:
     """A Ray Data stage: batches of piece locations {path, row_group[, pass]} -> batches of examples.
 
     Reads each piece's stems, classes and notes (one row group of a built split:
-    one piece), cuts, filters and mixes it, then featurises its examples here
-    unless the view featurises on the trainer. Yields one batch per piece (none
-    for a piece without a salient segment), so memory holds one piece at a time.
+    one piece), cuts, filters and mixes it (or lets the family `family` make its own
+    examples, given its `model` config and the set at `dataset_dir`), then featurises
+    the view's examples here unless the view featurises on the trainer; a family's own
+    examples go out as made. Yields one batch per piece (none for a piece without a
+    salient segment), so memory holds one piece at a time.
     """
 
-    def __init__(self, view: dict, seed: int, sample_rate: int):
+    def __init__(self, view: dict, seed: int, sample_rate: int, family: str | None = None, model: dict | None = None, dataset_dir: str | None = None):
         self.view, self.seed = ViewConfig.model_validate(view), seed
         torch.set_num_threads(1)  # one actor per CPU: intra-op threads would only contend
-        self.featurizer = ViewFeaturizer(self.view, sample_rate) if self.view.featurise_on == "data" else None
+        own = family_maker(family, model, dataset_dir) if family is not None else None
+        self.make = example_maker(self.view, own)
+        self.featurizer = ViewFeaturizer(self.view, sample_rate) if own is None and self.view.featurise_on == "data" else None
 
     def __call__(self, batch: dict[str, np.ndarray]):
         passes = batch.get("pass", np.zeros(len(batch["path"]), np.int64))
         for path, group, index in zip(batch["path"], batch["row_group"], passes):
             for row in pq.ParquetFile(str(path)).read_row_group(int(group), columns=PIECE_COLUMNS).to_pylist():
-                examples = stack(piece_examples(piece_from_columns(row), self.view, self.seed, int(index)))
+                examples = stack(self.make(piece_from_columns(row), self.seed, int(index)))
                 if examples:
                     yield self.featurizer.featurize_numpy(examples) if self.featurizer else examples
 

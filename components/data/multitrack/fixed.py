@@ -2,8 +2,10 @@
 
 The first `view.eval_examples` examples of a split (pieces in example_id order,
 segments in time order) are made once per (data set content, view, seed) and
-cached as int16 stems under the cache folder; every later run reads them back.
-The mixture is their exact sum, recomputed on read.
+cached under the cache folder; every later run reads them back. The view's
+examples are kept as int16 stems, their mixture the exact sum recomputed on read;
+a family's own examples (`ModelFamily.example_maker`) are kept as made, and keyed
+by the family's recipe instead of the view's cutting.
 """
 
 from __future__ import annotations
@@ -19,43 +21,50 @@ import pyarrow.parquet as pq
 import torch
 
 from components.data.manifest import read_manifest
-from components.data.multitrack.examples import PIECE_COLUMNS, piece_examples, piece_from_columns
+from components.data.multitrack.examples import PIECE_COLUMNS, piece_from_columns
+from components.data.multitrack.featurize import example_maker
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.view import ViewConfig
 from components.data.splits import files
+from components.models.base import ExampleMaker
 
 # bump when the same view would now cut different examples
 VERSION = 2  # 2: a draw number in the stems rng (stream passes)
 
 
-def cache_key(dataset_dir: Path, view: ViewConfig, seed: int) -> str:
-    """What decides the fixed examples: the set's content, the view's cutting and mixing, the seed."""
-    cutting = view.model_dump(mode="json", include={"segment", "sources", "classes", "examples_per_segment", "conditioning", "eval_examples"})
-    if view.conditioning:
-        cutting["hop_length"] = view.stft.hop_length
+def cache_key(dataset_dir: Path, view: ViewConfig, seed: int, own: ExampleMaker | None = None) -> str:
+    """What decides the fixed examples: the set's content, the view's cutting and mixing (or the family's recipe), the seed."""
+    if own is None:
+        cutting = view.model_dump(mode="json", include={"segment", "sources", "classes", "examples_per_segment", "conditioning", "eval_examples"})
+        if view.conditioning:
+            cutting["hop_length"] = view.stft.hop_length
+    else:
+        cutting = {"family": own.recipe, "eval_examples": view.eval_examples}
     fields = {"content": read_manifest(dataset_dir)["content_hash"], "view": cutting, "seed": seed, "version": VERSION}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int) -> dict[str, np.ndarray]:
-    """The split's first `eval_examples` examples: int16 `sources`, `piece`, `start` (and `rolls`)."""
+def make_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, own: ExampleMaker | None = None) -> dict[str, np.ndarray]:
+    """The split's first `eval_examples` examples: the view's as int16 `sources`, `piece`, `start` (and `rolls`); a family's own as made."""
+    make = example_maker(view, own)
     kept = []
     for path in files(dataset_dir, split, "multitrack"):
         table = pq.read_table(path, columns=PIECE_COLUMNS).sort_by("example_id")
         for row in table.to_pylist():
-            for example in piece_examples(piece_from_columns(row), view, seed):
-                example.pop("mixture")
-                example["sources"] = np.round(example["sources"] * FULL_SCALE).astype(np.int16)  # exact: stems are int16 / 32768
+            for example in make(piece_from_columns(row), seed, 0):
+                if own is None:
+                    example.pop("mixture")
+                    example["sources"] = np.round(example["sources"] * FULL_SCALE).astype(np.int16)  # exact: stems are int16 / 32768
                 kept.append(example)
     kept.sort(key=lambda e: (int(e["piece"]), int(e["start"])))  # files are not in example_id order
     kept = kept[: view.eval_examples]
     return {key: np.stack([e[key] for e in kept]) for key in kept[0]} if kept else {}
 
 
-def load_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, cache_dir: Path) -> "FixedExamples":
-    path = Path(cache_dir) / f"{Path(dataset_dir).name}-{split}-{cache_key(dataset_dir, view, seed)}.npz"
+def load_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, cache_dir: Path, own: ExampleMaker | None = None) -> "FixedExamples":
+    path = Path(cache_dir) / f"{Path(dataset_dir).name}-{split}-{cache_key(dataset_dir, view, seed, own)}.npz"
     if not path.is_file():
-        arrays = make_fixed(dataset_dir, split, view, seed)
+        arrays = make_fixed(dataset_dir, split, view, seed, own)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")  # concurrent trials may race: both write, one rename wins
         with open(partial, "wb") as f:
@@ -66,7 +75,8 @@ def load_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, cache
 
 
 class FixedExamples:
-    """A split's fixed examples as batches of tensors: `mixture`, `sources` (float32), `piece`, `start`, `rolls`."""
+    """A split's fixed examples as batches of tensors: the view's `mixture`, `sources` (float32), `piece`, `start`, `rolls`;
+    a family's own examples as they were made."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.arrays = arrays
@@ -76,12 +86,13 @@ class FixedExamples:
 
     def batch(self, index) -> dict[str, torch.Tensor]:
         index = np.asarray(index)
-        out = {key: torch.from_numpy(value[index]) for key, value in self.arrays.items() if key != "sources"}
-        pcm = self.arrays["sources"][index].astype(np.int32)
-        scale = np.float32(1.0 / FULL_SCALE)
-        out["mixture"] = torch.from_numpy(pcm.sum(axis=1).astype(np.float32) * scale)
-        out["sources"] = torch.from_numpy(pcm.astype(np.float32) * scale)
-        return out
+        arrays = {key: value[index] for key, value in self.arrays.items()}
+        if "mixture" not in arrays:  # the view's examples: int16 stems, mixed exactly here
+            pcm = arrays.pop("sources").astype(np.int32)
+            scale = np.float32(1.0 / FULL_SCALE)
+            arrays["mixture"] = pcm.sum(axis=1).astype(np.float32) * scale
+            arrays["sources"] = pcm.astype(np.float32) * scale
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}
 
     def batches(self, batch_size: int, limit: int | None = None):
         n = len(self) if limit is None else min(limit, len(self))

@@ -17,6 +17,7 @@ Schedules (the paper's rows):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
@@ -26,9 +27,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from components.data.multitrack.segments import SegmentConfig
+from components.data.multitrack.view import ViewConfig
 from components.metrics.separation import sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
-from components.models.base import Batch, ModelConfig, ModelFamily
+from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily
 from components.models.jointist.config import (
     SCHEDULES,
     InstrumentsConfig,
@@ -40,7 +42,9 @@ from components.models.jointist.config import (
 )
 from components.models.jointist.decode import decode_notes
 from components.models.jointist.ir import InstrumentRecognizer
+from components.models.jointist.sampler import InstrumentSampler
 from components.models.jointist.separator import Separator, roll_input, waveform_loss, with_mixture_phase
+from components.models.jointist.targets import class_counts, piece_examples
 from components.models.jointist.transcriber import Transcriber, transcription_loss
 from components.schema import StrictModel
 
@@ -70,6 +74,13 @@ class AudioConfig(StrictModel):
         return self.sample_rate / self.hop_length
 
 
+class StreamConfig(StrictModel):
+    """How the view stream serves Jointist's examples (the examples themselves are the family's own: `targets`)."""
+
+    shuffle_buffer: int = Field(64, ge=1, description="examples in each trainer's local shuffle buffer")
+    eval_examples: int = Field(64, gt=0, description="fixed validation and test examples, kept as float waveforms (about 1 MB each at 4 s)")
+
+
 class JointistConfig(ModelConfig):
     family: Literal["jointist"] = "jointist"
     schedule: Literal[SCHEDULES] = Field("joint", description="which modules train: " + ", ".join(SCHEDULES))
@@ -82,6 +93,7 @@ class JointistConfig(ModelConfig):
     separator: SeparatorConfig = SeparatorConfig()
     loss: LossWeights = LossWeights()
     sampler: SamplerConfig = SamplerConfig()
+    view: StreamConfig = StreamConfig()
 
     @model_validator(mode="after")
     def _schedule_trains_something(self) -> "JointistConfig":
@@ -166,6 +178,17 @@ class Jointist(ModelFamily):
     config_class = JointistConfig
     selection_metric = "loss"  # the weighted sum of the schedule's losses: comparable across its checkpoints
     selection_mode = "min"
+
+    def view(self, config: JointistConfig) -> ViewConfig:
+        """Only the segmenting and the stream's sizes: the examples are Jointist's own (`example_maker`)."""
+        return ViewConfig(segment=config.segment, shuffle_buffer=config.view.shuffle_buffer, eval_examples=config.view.eval_examples)
+
+    def example_maker(self, config: JointistConfig, dataset_dir: Path) -> ExampleMaker:
+        """Every stem mixed, instruments drawn by the sampler with the train split's class counts (jointist.md)."""
+        names = config.instruments.names
+        sampler = InstrumentSampler(class_counts(dataset_dir, names), config.sampler)
+        recipe = {"family": self.name, "fps": config.audio.fps} | config.model_dump(mode="json", include={"instruments", "segment", "sampler"})
+        return ExampleMaker(lambda piece, seed, draw: piece_examples(piece, names, config.segment, config.audio.fps, sampler, seed, draw), recipe)
 
     def build(self, config: JointistConfig, data) -> nn.Module:
         return JointistModel(config)

@@ -66,16 +66,17 @@ def segment_example(
 
 
 def piece_examples(
-    piece: Piece, classes: tuple[str, ...], segmenting: SegmentConfig, fps: float, sampler: InstrumentSampler, seed: int
+    piece: Piece, classes: tuple[str, ...], segmenting: SegmentConfig, fps: float, sampler: InstrumentSampler, seed: int, draw: int = 0
 ) -> list[dict[str, np.ndarray]]:
     """The examples of every segment of a piece in which one of `classes` plays, in order, each tagged with piece and start.
 
-    The draw of each segment is seeded by (seed, piece, segment), so the examples do not depend on which worker makes them.
+    The instruments of each segment are drawn by a generator seeded by (seed, piece, segment, draw), so the
+    examples do not depend on which worker makes them, and each stream pass (`draw`) asks about other instruments.
     """
     found = segment(piece.stems, piece.sample_rate, [(np.zeros(0), np.zeros(0))] * len(piece.stem_names), segmenting)
     examples = []
     for k, start in enumerate(found.starts):
-        example = segment_example(piece, classes, int(start), found.length, fps, sampler, np.random.default_rng([seed, piece.example_id, k]))
+        example = segment_example(piece, classes, int(start), found.length, fps, sampler, np.random.default_rng([seed, piece.example_id, k, draw]))
         if example is not None:
             examples.append({**example, "piece": np.int64(piece.example_id), "start": np.int64(start)})
     return examples
