@@ -11,8 +11,9 @@ from components.models.cerberus import CERBERUS
 from components.models.kelz import KELZ
 from components.models.mask_inference import MASK_INFERENCE
 from components.models.musicslots import MUSICSLOTS
+from components.models.score_informed import SCORE_INFORMED
 
-_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS)
+_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS, SCORE_INFORMED)
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in _FAMILIES}
 
