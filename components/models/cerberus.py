@@ -25,9 +25,10 @@ from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
 from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
 from components.losses.separation import tpsa_loss
-from components.metrics.separation import MAX_DB, sdr, si_sdr, si_sdr_improvement
+from components.metrics.separation import MAX_DB, sdr, si_sdr
 from components.metrics.transcription import Counts, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
+from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import BLSTMStack, MaskHead, log_magnitude
 from components.schema import StrictModel
 
@@ -170,7 +171,7 @@ class Cerberus(ModelFamily):
         spec = model.featurizer.stft(mixture)
         output = model(spec.abs())
         clusters = kmeans_masks(output.embedding.float(), model.config.view.sources, loud_bins(spec.abs(), model.config.dc_floor_db))
-        mi, dc = (model.featurizer.istft(masks.float() * spec.unsqueeze(1), mixture.shape[-1]) for masks in (output.masks, clusters))
+        mi, dc = (masked_waveforms(model.featurizer, masks, spec, mixture.shape[-1]) for masks in (output.masks, clusters))
         return mi, dc, output
 
     def evaluate(self, model: CerberusModel, batches: Iterable[Batch]) -> dict[str, float]:
@@ -181,7 +182,7 @@ class Cerberus(ModelFamily):
         classes = tuple(view.classes) or tuple(f"source {s}" for s in range(view.sources))
         fps = model.sample_rate / view.stft.hop_length
         totals: dict[str, float] = {}
-        count, mi_sdr, dc_sdr, improvement = 0, [], [], []
+        count, scores, dc_sdr = 0, SeparationScores(), []
         notes = [Counts(0, 0, 0) for _ in classes]
         for batch in batches:
             mi, dc, output = self.separate(model, batch)
@@ -191,8 +192,7 @@ class Cerberus(ModelFamily):
                 totals[name] = totals.get(name, 0.0) + float(value) * len(mi)
             count += len(mi)
             sources = batch["sources"]
-            mi_sdr.append(sdr(mi, sources))
-            improvement.append(si_sdr_improvement(mi, batch["mixture"].unsqueeze(1).expand_as(sources), sources))
+            scores.add(mi, batch["mixture"], sources)
             order = torch.from_numpy(best_assignment(dc, sources))
             dc_sdr.append(sdr(dc[torch.arange(len(dc)).unsqueeze(1), order], sources))
             reference = (batch["rolls"] > view.segment.onset_velocity).cpu().numpy()
@@ -204,9 +204,9 @@ class Cerberus(ModelFamily):
                     offset_ratio=None if classes[s] == DRUMS_CLASS else OFFSET_RATIO,
                 )
         # a source silent over a whole segment has no SDR (NaN): the onset filter keeps them out
-        mi_sdr, dc_sdr, improvement = (np.concatenate(values) for values in (mi_sdr, dc_sdr, improvement))  # [examples, S]
+        mi_sdr = scores["sdr"]  # [examples, S]
         metrics = {name: total / count for name, total in totals.items()}
-        metrics |= {"sdr": float(np.nanmean(mi_sdr)), "si_sdri": float(np.nanmean(improvement)), "dc_sdr": float(np.nanmean(dc_sdr))}
+        metrics |= scores.means() | {"dc_sdr": float(np.nanmean(np.concatenate(dc_sdr)))}
         metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
         for s, name in enumerate(classes):  # Table 3.3 is per instrument
             key = name.lower().replace(" ", "_")

@@ -82,4 +82,10 @@ class MaskInference(ModelFamily):
         # a source silent over the whole segment has no SI-SDR (NaN): the saliency filter keeps them out
         return {"loss": sum(losses) / sum(counts)} | scores.means()
 
+    def apply(self, model: MaskInferenceModel, audio: torch.Tensor, data: ViewSpec) -> dict:
+        """One WAV per source, in the order of the model's masks (the view's sources carry no names)."""
+        estimates = self.separate(model, {"mixture": audio.float().unsqueeze(0)})[0]
+        return {f"source-{s + 1}.wav": estimate.cpu().numpy() for s, estimate in enumerate(estimates)}
+
+
 MASK_INFERENCE = MaskInference()

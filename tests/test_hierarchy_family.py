@@ -1,0 +1,115 @@
+"""The hierarchical separation family: level targets from the view's classes, training, scoring, apply, config load."""
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from components.models import get_family
+from components.models.base import ViewSpec
+from components.models.hierarchical import HierarchicalConfig
+from orchestration.config import load_config
+
+RATE, SECONDS = 8000, 0.5
+SPEC = ViewSpec(sample_rate=RATE, classes=())
+# Table 2.1's path: acoustic guitar = clean guitars (leaf), harp under guitars (family), piano under strings and keys (group), bass outside
+VIEW = {
+    "segment": {"seconds": SECONDS, "hop_seconds": SECONDS},
+    "sources": 4,
+    "classes": ["Acoustic Guitar", "Harp", "Piano", "Bass"],
+    "targets": ["waveform"],
+    "stft": {"n_fft": 128, "hop_length": 64},
+}
+SMALL = {"hidden": 8, "layers": 1, "dropout": 0.0, "view": VIEW}
+
+
+def tiny(**fields):
+    family = get_family("hierarchical")
+    config = HierarchicalConfig(**(SMALL | fields))
+    torch.manual_seed(0)
+    return family, config, family.build(config, SPEC)
+
+
+def batch(size: int = 2) -> dict[str, torch.Tensor]:
+    """Four tones, one per source class: each level's submix is a different sum of them."""
+    t = torch.arange(int(RATE * SECONDS)) / RATE
+    sources = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) for f in (440.0, 1250.0, 2300.0, 3300.0)])
+    sources = sources.unsqueeze(0) * torch.linspace(0.5, 1.0, size).view(-1, 1, 1)
+    return {"mixture": sources.sum(1), "sources": sources}
+
+
+def test_levels_sum_the_sources_under_each_node_of_the_path():
+    _, config, model = tiny()
+    assert config.nodes == ("clean guitars", "guitars", "strings and keys")
+    one = batch()
+    levels = model.levels(one)
+    s = one["sources"]
+    torch.testing.assert_close(levels["sources"], torch.stack([s[:, 0], s[:, 0] + s[:, 1], s[:, :3].sum(1)], dim=1))
+    torch.testing.assert_close(levels["mixture"], one["mixture"])
+    assert levels["target_psa"].shape == (2, 3, 65, int(RATE * SECONDS) // 64 + 1)
+
+
+def test_the_constraint_makes_coarser_masks_contain_finer_ones_in_the_family():
+    _, _, model = tiny(hierarchy_constraint="max")
+    masks = model(model.levels(batch())["mix_mag"])
+    assert (masks[:, 1] >= masks[:, 0]).all() and (masks[:, 2] >= masks[:, 1]).all()
+    _, _, free = tiny(hierarchy_constraint="off")
+    free_masks = free(free.levels(batch())["mix_mag"])
+    assert ((free_masks[:, 1] < free_masks[:, 0]) | (free_masks[:, 2] < free_masks[:, 1])).any()  # untrained masks break the order
+
+
+@pytest.mark.parametrize("levels", ["multi", "single"])
+def test_the_loss_decreases_and_the_family_scores_every_level(levels):
+    family, config, model = tiny(levels=levels, single_level="family")
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    one = batch()
+    losses = []
+    for _ in range(30):
+        loss, logged = family.loss(model, one)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(logged["loss"])
+    assert losses[-1] < 0.7 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        metrics = family.evaluate(model, [one, one])
+    names = ("leaf", "family", "group") if levels == "multi" else ("family",)
+    for name in names:
+        assert np.isfinite(metrics[f"si_sdri_{name}"])
+    assert not any(f"si_sdri_{name}" in metrics for name in {"leaf", "family", "group"} - set(names))
+    assert metrics["si_sdri"] == pytest.approx(np.mean([metrics[f"si_sdri_{name}"] for name in names]))
+    assert metrics["si_sdri"] > 0  # it learnt the tones: better than the mixture itself
+    assert family.figure(model, one) is not None
+
+
+def test_apply_writes_one_wav_per_node_of_the_recording_length():
+    family, config, model = tiny()
+    model.eval()
+    audio = batch(1)["mixture"][0, :3001]  # a length that is no whole number of hops
+    with torch.no_grad():
+        files = family.apply(model, audio, SPEC)
+    assert list(files) == ["clean_guitars.wav", "guitars.wav", "strings_and_keys.wav"]
+    for wav in files.values():
+        assert isinstance(wav, np.ndarray) and wav.shape == (3001,) and np.isfinite(wav).all()
+
+
+def test_config_load_refuses_bad_constraints_weights_and_classes(tmp_path):
+    with pytest.raises(ValidationError, match="hierarchy_constraint"):
+        HierarchicalConfig(**SMALL, hierarchy_constraint="min")
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        HierarchicalConfig(**SMALL, level_weights={"leaf": -1.0})
+    with pytest.raises(ValidationError, match="all 0, so nothing would be trained"):
+        HierarchicalConfig(**SMALL, level_weights={"leaf": 0.0, "family": 0.0, "group": 0.0})
+    with pytest.raises(ValidationError, match="'Electric Guitar' lies partly under 'clean guitars'"):
+        HierarchicalConfig(**SMALL | {"view": VIEW | {"classes": ["Electric Guitar", "Harp", "Piano", "Bass"]}})
+    with pytest.raises(ValidationError, match="trivially all ones"):
+        HierarchicalConfig(**SMALL | {"view": VIEW | {"sources": 3, "classes": ["Acoustic Guitar", "Harp", "Piano"]}})
+
+
+def test_qbe_is_refused_before_training():
+    from components.errors import PartitaError
+
+    family = get_family("hierarchical")
+    with pytest.raises(PartitaError, match="query-by-example.*fix: train model.conditioning=sss"):
+        family.view(HierarchicalConfig(**SMALL, conditioning="qbe"))
