@@ -239,3 +239,28 @@ def test_apply_without_a_score_says_how_to_give_one():
     model = SCORE_INFORMED.build(tiny_config(), SPEC).eval()
     with pytest.raises(PartitaError, match="model.score"):
         SCORE_INFORMED.apply(model, torch.randn(SAMPLES), SPEC)
+
+
+def script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_informed_script", CONFIGS.parent / "score_informed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("task", ["separation", "transcription"])
+def test_the_scripts_config_loads_through_load_config_with_its_task(task):
+    from orchestration.experiment import load_experiment
+
+    module = script()
+    args = module.build_parser().parse_args(["--preset", "smoke", "--task", task, "--seeds", "0"])
+    config = load_experiment(args, module.SCRIPT, module.SWEEP_FILE, [f"model.task={task}"])
+    assert (config.model.family, config.model.task, config.sweep.seeds) == ("score_informed", task, [0])
+    assert config.sweep.grid == {"model.variant": list(VARIANTS)}
+
+
+def test_the_script_refuses_controllability_of_a_transcription_sweep_before_any_work():
+    with pytest.raises(PartitaError, match="controllability"):
+        script().main(["--preset", "smoke", "--task", "transcription", "--controllability"])
