@@ -228,6 +228,24 @@ def test_apply_separates_one_wav_per_source_guided_by_a_midi_score(tmp_path):
     assert report["dropped_notes"] == 2 and report["audio_seconds"] == pytest.approx(0.4)
 
 
+def test_score_rolls_put_an_onset_at_t_in_frame_round_t_times_rate_and_drums_by_their_channel():
+    from components.models.score_informed import score_rolls
+
+    midi = pretty_midi.PrettyMIDI()
+    for program, drum, pitch in ((26, False, 64), (0, True, 38)):  # electric guitar; program 0 on the drum channel
+        instrument = pretty_midi.Instrument(program, is_drum=drum)
+        instrument.notes = [pretty_midi.Note(90, pitch, 0.37, 0.6)]
+        midi.instruments.append(instrument)
+    fps = 62.5
+    rolls, report = score_rolls(midi, tuple(score_informed_view().classes), 100, fps)
+    assert [track["source"] for track in report["tracks"]] == ["Electric Guitar", "Drums"]
+    onset = round(0.37 * fps)
+    for source, pitch in ((1, 64), (3, 38)):
+        active = np.flatnonzero(rolls[source, pitch - 21])
+        assert active[0] == onset and active[-1] == round(0.6 * fps) - 1
+    assert not rolls[[0, 2]].any()
+
+
 def test_apply_refuses_a_score_with_no_track_of_the_models_sources(tmp_path):
     path = score(tmp_path, [(73, False), (40, False)])  # flute, violin
     model = SCORE_INFORMED.build(tiny_config(score=str(path)), SPEC).eval()
