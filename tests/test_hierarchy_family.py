@@ -113,3 +113,48 @@ def test_qbe_is_refused_before_training():
     family = get_family("hierarchical")
     with pytest.raises(PartitaError, match="query-by-example.*fix: train model.conditioning=sss"):
         family.view(HierarchicalConfig(**SMALL, conditioning="qbe"))
+
+
+def script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "ablation_hierarchy.py"
+    spec = importlib.util.spec_from_file_location("ablation_hierarchy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_the_ablation_loads_every_preset_and_each_cell_is_a_valid_config(preset):
+    from orchestration.experiment import CONFIGS, load_experiment
+    from orchestration.reports import _effective, _paper_row, load_paper
+    from orchestration.sweep import trial_overrides
+
+    args = script().build_parser().parse_args(["--preset", preset, "--seeds", "0", "1"])
+    config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml")
+    assert config.sweep.grid == {"model.hierarchy_constraint": ["off", "max"]} and config.sweep.seeds == [0, 1]
+    paper = load_paper(CONFIGS / "paper" / "ablation_hierarchy.yaml")
+    for constraint in config.sweep.grid["model.hierarchy_constraint"]:
+        cell = config.with_values(trial_overrides(config, {"model.hierarchy_constraint": constraint, "train.seed": 0}))
+        assert cell.model.hierarchy_constraint == constraint and cell.model.levels == "multi"
+        # each cell finds its own row of Table 2.3
+        label, _ = _paper_row(paper, "slakh-like", _effective(config.to_dict(), {"model.hierarchy_constraint": constraint}))
+        assert label == f"SSS multi-level, {'constraint' if constraint == 'max' else 'no constraint'}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.hierarchy_constraint=min", "hierarchy_constraint.*fix: "),
+        ("model.level_weights.group=-1", "model.level_weights.group = -1.*greater than or equal to 0; fix: "),
+        ("model.target_leaf=guitars", "not a leaf of hierarchy-18.*fix: "),
+    ],
+)
+def test_the_script_refuses_a_bad_config_in_one_line_before_anything_runs(override, message, capsys):
+    from components.errors import PartitaError
+
+    with pytest.raises(PartitaError, match=message):
+        script().main(["--preset", "smoke", "--dry-run", "--set", override])
+    assert "dry run" not in capsys.readouterr().out
