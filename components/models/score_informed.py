@@ -148,11 +148,12 @@ def masks_of(output: torch.Tensor) -> torch.Tensor:
     return output.float().clamp(0.0, 1.0)
 
 
-def separate(model: ScoreInformedModel, mixture: torch.Tensor, rolls: torch.Tensor) -> torch.Tensor:
-    """Waveforms [B, S, samples] from mixtures [B, samples] guided by binary rolls [B, S, 88, T]."""
+def separate(model: ScoreInformedModel, mixture: torch.Tensor, rolls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(waveforms [B, S, samples], the net's raw output) from mixtures [B, samples] guided by binary rolls
+    [B, S, 88, T]: masks on |X| (the featurizer's own STFT, so |X| is the batch's mix_mag), the mixture's phase."""
     spec = model.featurizer.stft(mixture)
-    masks = masks_of(model(spec.abs(), rolls))
-    return model.featurizer.istft(masks * spec.unsqueeze(1), mixture.shape[-1])
+    output = model(spec.abs(), rolls)
+    return model.featurizer.istft(masks_of(output) * spec.unsqueeze(1), mixture.shape[-1]), output
 
 
 def note_subsets(roll: np.ndarray, subsets: int, rng: np.random.Generator) -> np.ndarray:
@@ -234,7 +235,7 @@ def controllability(model: ScoreInformedModel, batches: Iterable[Batch], subsets
         reference = model.binary_rolls(batch["rolls"]).cpu().numpy()
         steps = np.stack([removal_steps(rolls, subsets, rng) for rolls in reference], axis=1)  # [K, B, S, 88, T]
         scores = np.stack([
-            si_sdr(separate(model, batch["mixture"], torch.from_numpy(edited).to(batch["mixture"].device)), batch["sources"]) for edited in steps
+            si_sdr(separate(model, batch["mixture"], torch.from_numpy(edited).to(batch["mixture"].device))[0], batch["sources"]) for edited in steps
         ])  # [K, B, S]; SI-SDRi differences are SI-SDR differences: the mixture's term cancels
         hamming = hamming_distance(reference[None], steps)
         delta = scores - scores[:1]
@@ -262,14 +263,14 @@ class ScoreInformed(ModelFamily):
     def build(self, config: ScoreInformedConfig, data: ViewSpec) -> nn.Module:
         return ScoreInformedModel(config, data)
 
-    def task_loss(self, model: ScoreInformedModel, batch: Batch) -> torch.Tensor:
-        output = model(batch["mix_mag"], model.condition(batch)).float()
+    def task_loss(self, model: ScoreInformedModel, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """tPSA of the masks (DSIS) or MSE to the binary rolls (DSIT), of the net's output on `batch`."""
         if model.config.task == "separation":
-            return tpsa_loss(output, batch["mix_mag"], batch["target_psa"])
-        return nn.functional.mse_loss(output, model.binary_rolls(batch["rolls"]))
+            return tpsa_loss(output.float(), batch["mix_mag"], batch["target_psa"])
+        return nn.functional.mse_loss(output.float(), model.binary_rolls(batch["rolls"]))
 
     def loss(self, model: ScoreInformedModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = self.task_loss(model, batch)
+        loss = self.task_loss(model, model(batch["mix_mag"], model.condition(batch)), batch)
         return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: ScoreInformedModel, batches: Iterable[Batch]) -> dict[str, float]:
@@ -280,20 +281,20 @@ class ScoreInformed(ModelFamily):
         loss, count, improvements = 0.0, 0, []
         notes = [Counts(0, 0, 0) for _ in names]
         for batch in batches:
-            loss += float(self.task_loss(model, batch)) * len(batch["mix_mag"])
-            count += len(batch["mix_mag"])
-            if model.config.task == "separation":
-                estimates = separate(model, batch["mixture"], model.binary_rolls(batch["rolls"]))
+            if model.config.task == "separation":  # one forward pass gives both the loss and the waveforms
+                estimates, output = separate(model, batch["mixture"], model.condition(batch))
                 improvements.append(si_sdr_improvement(estimates, batch["mixture"].unsqueeze(1), batch["sources"]))
-                continue
-            estimate = model(batch["mix_mag"], model.condition(batch)).float().cpu().numpy()
-            reference = model.binary_rolls(batch["rolls"]).cpu().numpy()
-            for b, s in np.ndindex(reference.shape[:2]):
-                notes[s] += note_counts(
-                    roll_to_notes(reference[b, s].T, frames_per_second=fps),
-                    roll_to_notes(estimate[b, s].T, frames_per_second=fps, frame_threshold=NOTE_THRESHOLD),
-                    offset_ratio=OFFSET_RATIO,
-                )
+            else:
+                output = model(batch["mix_mag"], model.condition(batch))
+                estimate, reference = output.float().cpu().numpy(), model.binary_rolls(batch["rolls"]).cpu().numpy()
+                for b, s in np.ndindex(reference.shape[:2]):
+                    notes[s] += note_counts(
+                        roll_to_notes(reference[b, s].T, frames_per_second=fps),
+                        roll_to_notes(estimate[b, s].T, frames_per_second=fps, frame_threshold=NOTE_THRESHOLD),
+                        offset_ratio=OFFSET_RATIO,
+                    )
+            loss += float(self.task_loss(model, output, batch)) * len(output)
+            count += len(output)
         metrics = {"loss": loss / count}
         if model.config.task == "separation":
             # a source silent over a whole segment has no SI-SDR (NaN): the view's onset filter keeps them out
@@ -322,7 +323,7 @@ class ScoreInformed(ModelFamily):
         frames = len(audio) // config.view.stft.hop_length + 1  # centred STFT frames
         rolls, report = score_rolls(midi, model.class_names, frames, data.sample_rate / config.view.stft.hop_length)
         report["audio_seconds"] = len(audio) / data.sample_rate
-        estimates = separate(model, audio[None], model.binary_rolls(torch.from_numpy(rolls)[None].to(audio.device)))[0]
+        estimates = separate(model, audio[None], model.binary_rolls(torch.from_numpy(rolls)[None].to(audio.device)))[0][0]
         wavs = {f"{key_of(name)}.wav": estimates[s].float().cpu().numpy() for s, name in enumerate(model.class_names)}
         return wavs | {"score.json": report}
 
