@@ -164,3 +164,35 @@ def test_the_family_consumes_what_the_view_makes():
     with torch.no_grad():
         metrics = CERBERUS.evaluate(model.eval(), [batch])
     assert np.isfinite(loss.item()) and all(np.isfinite(metrics[name]) for name in ("loss", "sdr", "si_sdri", "dc_sdr", "note_f1"))
+
+
+def test_apply_writes_a_wav_and_a_midi_per_source_named_by_class():
+    rate, samples = 8000, 4001
+    config = CerberusConfig(hidden=4, layers=1, embedding=3, view=ViewConfig(classes=["Piano", "Drums"], stft={"n_fft": 64, "hop_length": 32}))
+    torch.manual_seed(0)
+    model = CERBERUS.build(config, ViewSpec(sample_rate=rate, classes=())).eval()
+    # the TR head made to hear middle C on the piano all along and nothing on the drums
+    with torch.no_grad():
+        model.net.tr.weight.zero_()
+        model.net.tr.bias.fill_(-20.0)
+        model.net.tr.bias[60 - 21] = 20.0  # source 0 (Piano), key of MIDI 60
+    audio = 0.3 * torch.sin(2 * torch.pi * 261.6 * torch.arange(samples) / rate)
+    with torch.no_grad():
+        files = CERBERUS.apply(model, audio, ViewSpec(sample_rate=rate, classes=()))
+    assert sorted(files) == ["drums.mid", "drums.wav", "piano.mid", "piano.wav"]
+    # softmax masks sum to one: the two stems add back up to the recording, at its length
+    assert files["piano.wav"].shape == (samples,)
+    np.testing.assert_allclose(files["piano.wav"] + files["drums.wav"], audio.numpy(), atol=1e-4)
+    piano, drums = files["piano.mid"].instruments[0], files["drums.mid"].instruments[0]
+    assert (piano.name, piano.program, piano.is_drum) == ("Piano", 0, False) and drums.is_drum
+    assert [n.pitch for n in piano.notes] == [60] and piano.notes[0].end == pytest.approx(samples / rate, abs=2 * 32 / rate)
+    assert drums.notes == []
+
+
+def test_apply_refuses_a_run_with_unnamed_sources():
+    from components.errors import PartitaError
+
+    config = CerberusConfig(hidden=4, layers=1, embedding=3, view=ViewConfig(classes=[], stft={"n_fft": 64, "hop_length": 32}))
+    model = CERBERUS.build(config, ViewSpec(sample_rate=8000, classes=())).eval()
+    with pytest.raises(PartitaError, match="unnamed sources.*fix: apply a run trained with model.view.classes"):
+        CERBERUS.apply(model, torch.zeros(800), ViewSpec(sample_rate=8000, classes=()))

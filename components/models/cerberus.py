@@ -23,6 +23,7 @@ from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.rolls import KEYS
 from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
+from components.errors import PartitaError
 from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
 from components.losses.separation import tpsa_loss
 from components.metrics.separation import MAX_DB, sdr, si_sdr
@@ -244,6 +245,30 @@ class Cerberus(ModelFamily):
                 ax.imshow(image.float().cpu().numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis")
                 ax.set_title(title, fontsize=8)
         return fig
+
+    def apply(self, model: CerberusModel, audio: torch.Tensor, data: ViewSpec) -> dict:
+        """Per source (named after the view's class): a WAV from the MI head's mask, with the recording's phase, and a
+        MIDI of the TR head's notes at the evaluation's thresholds (0.8; 0.1 for drums), on the class's GM program."""
+        from components.data.multitrack.taxonomy import load_classes
+        from components.models.jointist.decode import to_midi  # the one place a class's notes become a MIDI track
+
+        view = model.config.view
+        if not view.classes:
+            raise PartitaError(
+                "this Cerberus run was trained on unnamed sources (model.view.classes empty), so its transcriptions have no instrument",
+                "apply a run trained with model.view.classes set (every cerberus preset sets it)",
+            )
+        spec = model.featurizer.stft(audio.float().unsqueeze(0))
+        output = model(spec.abs())
+        stems = masked_waveforms(model.featurizer, output.masks, spec, audio.shape[-1])[0].cpu().numpy()
+        rolls = output.rolls[0].float().cpu().numpy()
+        fps, taxonomy = model.sample_rate / view.stft.hop_length, load_classes("jointist-39")  # the taxonomy SOURCE_SETS names
+        files: dict = {}
+        for s, name in enumerate(view.classes):
+            notes = roll_to_notes(rolls[s].T, frames_per_second=fps, frame_threshold=note_threshold(name))
+            stem = name.lower().replace(" ", "_")
+            files |= {f"{stem}.wav": stems[s], f"{stem}.mid": to_midi({name: notes}, taxonomy)}
+        return files
 
 
 CERBERUS = Cerberus()
