@@ -12,8 +12,9 @@ from components.models.kelz import KELZ
 from components.models.hierarchical import HIERARCHICAL
 from components.models.mask_inference import MASK_INFERENCE
 from components.models.musicslots import MUSICSLOTS
+from components.models.score_informed import SCORE_INFORMED
 
-_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS, HIERARCHICAL)
+_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS, HIERARCHICAL, SCORE_INFORMED)
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in _FAMILIES}
 

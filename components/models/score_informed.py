@@ -31,10 +31,11 @@ from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
 from components.errors import PartitaError
 from components.losses.separation import tpsa_loss
-from components.metrics.separation import si_sdr, si_sdr_improvement
+from components.metrics.separation import si_sdr
 from components.metrics.transcription import Counts, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.cerberus import OFFSET_RATIO, SOURCE_SETS
+from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import LOG_FLOOR, BLSTMStack, log_magnitude
 
 NOTE_THRESHOLD = 0.5  # DSIT regresses the binary roll: halfway between its two values
@@ -153,7 +154,7 @@ def separate(model: ScoreInformedModel, mixture: torch.Tensor, rolls: torch.Tens
     [B, S, 88, T]: masks on |X| (the featurizer's own STFT, so |X| is the batch's mix_mag), the mixture's phase."""
     spec = model.featurizer.stft(mixture)
     output = model(spec.abs(), rolls)
-    return model.featurizer.istft(masks_of(output) * spec.unsqueeze(1), mixture.shape[-1]), output
+    return masked_waveforms(model.featurizer, masks_of(output), spec, mixture.shape[-1]), output
 
 
 def note_subsets(roll: np.ndarray, subsets: int, rng: np.random.Generator) -> np.ndarray:
@@ -274,16 +275,16 @@ class ScoreInformed(ModelFamily):
         return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: ScoreInformedModel, batches: Iterable[Batch]) -> dict[str, float]:
-        """DSIS: SI-SDRi per source and over all (Table 4.1). DSIT: note onset+offset P/R/F1 per source and summed
+        """DSIS: SI-SDRi per source (Table 4.1), and SDR, SI-SDR, SI-SDRi over all. DSIT: note onset+offset P/R/F1 per source and summed
         over sources, drums included (Table 4.2), reference notes read from the binary roll at the STFT frame rate."""
         names = model.class_names
         fps = model.sample_rate / model.config.view.stft.hop_length
-        loss, count, improvements = 0.0, 0, []
+        loss, count, scores = 0.0, 0, SeparationScores()
         notes = [Counts(0, 0, 0) for _ in names]
         for batch in batches:
             if model.config.task == "separation":  # one forward pass gives both the loss and the waveforms
                 estimates, output = separate(model, batch["mixture"], model.condition(batch))
-                improvements.append(si_sdr_improvement(estimates, batch["mixture"].unsqueeze(1), batch["sources"]))
+                scores.add(estimates, batch["mixture"], batch["sources"])
             else:
                 output = model(batch["mix_mag"], model.condition(batch))
                 estimate, reference = output.float().cpu().numpy(), model.binary_rolls(batch["rolls"]).cpu().numpy()
@@ -298,8 +299,8 @@ class ScoreInformed(ModelFamily):
         metrics = {"loss": loss / count}
         if model.config.task == "separation":
             # a source silent over a whole segment has no SI-SDR (NaN): the view's onset filter keeps them out
-            improvement = np.concatenate(improvements)  # [examples, S]
-            metrics["si_sdri"] = float(np.nanmean(improvement))
+            improvement = scores["si_sdri"]  # [examples, S]
+            metrics |= scores.means()
             metrics |= {f"si_sdri_{key_of(name)}": float(np.nanmean(improvement[:, s])) for s, name in enumerate(names)}
         else:
             metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
