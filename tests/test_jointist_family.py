@@ -153,24 +153,25 @@ def test_analyse_a_recording_gives_instruments_midi_and_stems():
         analyse(recognizer, upper_bound, waveform)
 
 
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
 @pytest.mark.parametrize("table", ["transcription", "separation", "recognition"])
-def test_table_variants_are_valid_models_and_match_the_papers_rows(table):
-    import copy
+def test_each_scripts_sweep_loads_and_its_variants_are_the_papers_rows(table, preset):
+    """What the script runs: its preset and sweep file through load_config, which validates every variant."""
+    import importlib.util
     from pathlib import Path
 
     import yaml
 
-    configs = Path(__file__).parents[1] / "experiments" / "configs"
-    cpu = yaml.safe_load((configs / "jointist" / "cpu.yaml").read_text())["model"]
-    variants = yaml.safe_load((configs / f"jointist_{table}.yaml").read_text())["sweep"]["variants"]
-    for overrides in variants.values():
-        model = copy.deepcopy(cpu)
-        for key, value in overrides.items():
-            *path, last = key.removeprefix("model.").split(".")
-            node = model
-            for part in path:
-                node = node.setdefault(part, {})
-            node[last] = value
-        JointistConfig.model_validate(model)
-    paper = yaml.safe_load((configs / "paper" / f"jointist_{table}.yaml").read_text())
+    from orchestration.experiment import CONFIGS, load_experiment
+
+    script = Path(__file__).parents[1] / "experiments" / f"jointist_{table}.py"
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    loaded = load_experiment(module.build_parser().parse_args(["--preset", preset]), "jointist", CONFIGS / f"jointist_{table}.yaml")
+    assert loaded.model.family == "jointist" and loaded.data.name == "slakh-like"
+    variants = loaded.sweep.variants
+    schedules = {loaded.with_values(overrides).model.schedule for overrides in variants.values()}
+    assert schedules == {"transcription": {"transcription", "joint"}, "separation": {"separation", "joint", "separation_true_rolls"}, "recognition": {"recognition"}}[table]
+    paper = yaml.safe_load((CONFIGS / "paper" / f"jointist_{table}.yaml").read_text())
     assert [row["values"]["variant"] for row in paper["rows"]] == list(variants)
