@@ -158,3 +158,21 @@ def test_the_script_refuses_a_bad_config_in_one_line_before_anything_runs(overri
     with pytest.raises(PartitaError, match=message):
         script().main(["--preset", "smoke", "--dry-run", "--set", override])
     assert "dry run" not in capsys.readouterr().out
+
+
+def test_single_level_adds_one_network_per_level_and_no_duplicate_constraint_cell():
+    from orchestration.experiment import CONFIGS, load_experiment, trial_count
+    from orchestration.sweep import trial_overrides
+
+    module = script()
+    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--single-level"])
+    config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml", module.extra_overrides(args))
+    assert trial_count(config) == 5  # multi x {off, max} + single x {leaf, family, group}
+    cells = [config.with_values(trial_overrides(config, {"variant": name, "train.seed": 0})).model for name in config.sweep.variants]
+    assert sorted((m.levels, m.level_names, m.hierarchy_constraint) for m in cells) == [
+        ("multi", ("leaf", "family", "group"), "max"),
+        ("multi", ("leaf", "family", "group"), "off"),
+        ("single", ("family",), "off"),
+        ("single", ("group",), "off"),
+        ("single", ("leaf",), "off"),
+    ]
