@@ -125,32 +125,89 @@ def test_smoke_preset_builds_and_steps():
     assert "loss_separation" in logged and math.isfinite(logged["loss"])
 
 
-def test_analyse_a_recording_gives_instruments_midi_and_stems():
-    from components.models.jointist.pipeline import analyse
+CLIP = {"segment": {"seconds": 0.5, "hop_seconds": 0.5}}
+WAVEFORM = np.random.default_rng(0).standard_normal(1300).astype(np.float32) * 0.1  # 0.81 s: two clips, the last padded
 
+
+def rigged_recognizer():
+    """f_IR that hears exactly Piano and Drums."""
     torch.manual_seed(0)
-    recognizer = JOINTIST.build(config(schedule="recognition", segment={"seconds": 0.5, "hop_seconds": 0.5}), None).eval()
-    with torch.no_grad():  # make f_IR hear exactly Piano and Drums
+    recognizer = JOINTIST.build(config(schedule="recognition", **CLIP), None).eval()
+    with torch.no_grad():
         recognizer.recognizer.head.weight.zero_()
         recognizer.recognizer.head.bias.copy_(torch.tensor([10.0, -10.0, 10.0]))
-    performer = JOINTIST.build(config(schedule="joint", segment={"seconds": 0.5, "hop_seconds": 0.5}), None).eval()
-    with torch.no_grad():  # and f_T play one long note on every key it is asked about
+    return recognizer
+
+
+def rigged_performer(schedule: str = "joint"):
+    """f_T that plays one long MIDI 60 on every instrument it is asked about (and an untrained f_MSS)."""
+    torch.manual_seed(0)
+    performer = JOINTIST.build(config(schedule=schedule, **CLIP), None).eval()
+    with torch.no_grad():
         performer.transcriber.onset_model.out.bias.fill_(-10.0)
         performer.transcriber.onset_model.out.bias[39] = 10.0
         performer.transcriber.final[1].weight.zero_()
         performer.transcriber.final[1].bias.fill_(-10.0)
         performer.transcriber.final[1].bias[39] = 10.0
-    waveform = np.random.default_rng(0).standard_normal(1300).astype(np.float32) * 0.1  # 0.81 s: two clips, the last padded
-    result = analyse(recognizer, performer, waveform)
+    return performer
+
+
+def test_analyse_a_recording_gives_instruments_midi_and_stems():
+    from components.errors import PartitaError
+    from components.models.jointist.pipeline import analyse
+
+    result = analyse(rigged_recognizer(), rigged_performer(), WAVEFORM)
     assert result.instruments == ["Piano", "Drums"]
-    assert [t.name for t in result.midi.instruments] == ["Piano", "Drums"]
-    piano = result.midi.instruments[0].notes
+    assert [t.name for t in result.midi().instruments] == ["Piano", "Drums"]
+    piano = result.midi().instruments[0].notes
     # one run of onset frames is one note: MIDI 60 through both clips (2 x 50 frames at 100/s), joined without a gap
     assert [(n.pitch, n.start, n.end) for n in piano] == [(60, 0.0, 1.0)]
     assert set(result.stems) == {"Piano", "Drums"} and all(len(s) == 1300 and np.isfinite(s).all() for s in result.stems.values())
-    upper_bound = JOINTIST.build(config(schedule="separation_true_rolls"), None).eval()
-    with pytest.raises(ValueError, match="ground-truth rolls cannot be applied"):
-        analyse(recognizer, upper_bound, waveform)
+    upper_bound = JOINTIST.build(config(schedule="separation_true_rolls", **CLIP), None).eval()
+    with pytest.raises(PartitaError, match=r"ground-truth rolls \(the upper bound\) cannot be applied to audio alone; fix: apply a joint"):
+        analyse(rigged_recognizer(), upper_bound, WAVEFORM)
+
+
+def test_apply_a_recognition_run_names_the_instruments_only():
+    outputs = JOINTIST.apply(rigged_recognizer(), torch.from_numpy(WAVEFORM), None)
+    assert set(outputs) == {"instruments.json"}
+    found = outputs["instruments.json"]
+    assert found["instruments"] == ["Piano", "Drums"] and found["decided_by"].startswith("f_IR")
+    assert found["scores"]["Piano"] > 0.99 > 0.01 > found["scores"]["Bass"]
+
+
+def test_apply_a_joint_run_writes_midi_mir_eval_matches_and_a_stem_per_instrument(tmp_path):
+    import json
+
+    import mir_eval
+    import pretty_midi
+
+    outputs = JOINTIST.apply(rigged_performer(), torch.from_numpy(WAVEFORM), None)
+    # no f_IR in a joint run: every class is asked about, and f_T hears its note on each
+    assert outputs["instruments.json"]["instruments"] == ["Piano", "Bass", "Drums"] and outputs["instruments.json"]["scores"] == {}
+    json.dumps(outputs["instruments.json"])  # what partita apply writes
+    assert set(outputs) == {"instruments.json", "piano.mid", "bass.mid", "drums.mid", "piano.wav", "bass.wav", "drums.wav"}
+    assert all(outputs[f"{name}.wav"].shape == WAVEFORM.shape for name in ("piano", "bass", "drums"))
+    outputs["bass.mid"].write(str(tmp_path / "bass.mid"))
+    (track,) = pretty_midi.PrettyMIDI(str(tmp_path / "bass.mid")).instruments
+    assert (track.name, track.program, track.is_drum) == ("Bass", 32, False)
+    estimate = np.array([[n.start, n.end] for n in track.notes]), np.array([pretty_midi.note_number_to_hz(n.pitch) for n in track.notes])
+    reference = np.array([[0.0, 1.0]]), np.array([pretty_midi.note_number_to_hz(60)])
+    precision, recall, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(*reference, *estimate, onset_tolerance=0.05, offset_ratio=0.2)
+    assert (precision, recall, f1) == (1.0, 1.0, 1.0)
+    assert outputs["drums.mid"].instruments[0].is_drum
+
+
+def test_apply_a_separation_run_keeps_the_salient_stems():
+    model = JOINTIST.build(config(schedule="separation", **CLIP), None).eval()
+    with torch.no_grad():  # a mask of ~1 for every instrument: each stem is the mixture, at about -20 dBFS
+        model.separator.unet.out.weight.zero_()
+        model.separator.unet.out.bias.fill_(10.0)
+    loud = JOINTIST.apply(model, torch.from_numpy(WAVEFORM), None)
+    assert loud["instruments.json"]["instruments"] == ["Piano", "Bass", "Drums"] and not any(name.endswith(".mid") for name in loud)
+    np.testing.assert_allclose(loud["piano.wav"], WAVEFORM, atol=1e-3)
+    quiet = JOINTIST.apply(model, torch.from_numpy(WAVEFORM * 0.01), None)  # about -60 dBFS: below the -30 dBFS salience floor
+    assert set(quiet) == {"instruments.json"} and quiet["instruments.json"]["instruments"] == []
 
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
@@ -175,3 +232,14 @@ def test_each_scripts_sweep_loads_and_its_variants_are_the_papers_rows(table, pr
     assert schedules == {"transcription": {"transcription", "joint"}, "separation": {"separation", "joint", "separation_true_rolls"}, "recognition": {"recognition"}}[table]
     paper = yaml.safe_load((CONFIGS / "paper" / f"jointist_{table}.yaml").read_text())
     assert [row["values"]["variant"] for row in paper["rows"]] == list(variants)
+
+
+def test_build_refuses_data_at_another_rate_or_without_the_models_classes():
+    from components.errors import PartitaError
+    from components.models.base import ViewSpec
+
+    assert isinstance(JOINTIST.build(config(), ViewSpec(RATE, ("Piano", "Bass", "Drums", "Organ"))), torch.nn.Module)
+    with pytest.raises(PartitaError, match="at 16000 Hz but model.audio.sample_rate is 1600; fix: set model.audio.sample_rate=16000"):
+        JOINTIST.build(config(), ViewSpec(16000, ("Piano", "Bass", "Drums")))
+    with pytest.raises(PartitaError, match=r"\['Drums'\] are not classes of the data set"):
+        JOINTIST.build(config(), ViewSpec(RATE, ("Piano", "Bass")))

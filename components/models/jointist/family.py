@@ -30,7 +30,8 @@ from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
 from components.metrics.separation import sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
-from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily
+from components.errors import PartitaError
+from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily, ViewSpec
 from components.models.jointist.config import (
     SCHEDULES,
     InstrumentsConfig,
@@ -190,7 +191,20 @@ class Jointist(ModelFamily):
         recipe = {"family": self.name, "fps": config.audio.fps} | config.model_dump(mode="json", include={"instruments", "segment", "sampler"})
         return ExampleMaker(lambda piece, seed, draw: piece_examples(piece, names, config.segment, config.audio.fps, sampler, seed, draw), recipe)
 
-    def build(self, config: JointistConfig, data) -> nn.Module:
+    def build(self, config: JointistConfig, data: ViewSpec | None) -> nn.Module:
+        """`data` None: a model alone (tests); a ViewSpec must match the model's rate and hold its classes."""
+        if data is not None:
+            if data.sample_rate != config.audio.sample_rate:
+                raise PartitaError(
+                    f"the data set is at {data.sample_rate} Hz but model.audio.sample_rate is {config.audio.sample_rate}",
+                    f"set model.audio.sample_rate={data.sample_rate}, or build the set at {config.audio.sample_rate} Hz",
+                )
+            missing = [name for name in config.instruments.names if name not in data.classes]
+            if missing:
+                raise PartitaError(
+                    f"instrument class(es) {missing} are not classes of the data set (its taxonomy differs from {config.instruments.taxonomy})",
+                    "set model.instruments to the set's taxonomy or classes, or build the set with the model's taxonomy",
+                )
         return JointistModel(config)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -250,6 +264,31 @@ class Jointist(ModelFamily):
             metrics["sdr"] = float(np.nanmean(np.concatenate(sdrs)))
             metrics["sdr_gain"] = float(np.nanmean(np.concatenate(gains)))
         return metrics
+
+    def apply(self, model: JointistModel, audio: torch.Tensor, data) -> dict:
+        """instruments.json, and per instrument that plays a MIDI file (f_T) and a WAV stem (f_MSS).
+
+        A run has one schedule: a recognition run names the instruments (f_IR); a run of another schedule
+        asks about every class and keeps those it hears (components.models.jointist.pipeline).
+        """
+        from components.models.jointist.pipeline import THRESHOLD, analyse  # the pipeline imports this module
+
+        performs = model.transcriber is not None or model.separator is not None
+        result = analyse(model if model.recognizer is not None else None, model if performs else None, audio.float().cpu().numpy())
+        if model.recognizer is not None:
+            decided = f"f_IR: probability above {THRESHOLD} in at least one {model.config.segment.seconds:g} s clip"
+        elif model.transcriber is not None:
+            decided = "f_T (no f_IR in this run): every class asked about, kept if at least one note is transcribed"
+        else:
+            decided = f"f_MSS (no f_IR in this run): every class asked about, kept if its stem is at least {model.config.segment.min_dbfs:g} dBFS"
+        outputs: dict = {"instruments.json": {"instruments": result.instruments, "decided_by": decided, "scores": result.scores}}
+        for name in result.instruments:
+            file = name.lower().replace(" ", "-")
+            if name in result.notes:
+                outputs[f"{file}.mid"] = result.midi([name])
+            if name in result.stems:
+                outputs[f"{file}.wav"] = result.stems[name]
+        return outputs
 
     def figure(self, model: JointistModel, batch: Batch):
         """Per drawn instrument of the first example: true and predicted frame rolls, and the mixture, estimated and true stems' spectrograms."""

@@ -4,6 +4,9 @@
 The recording is cut into clips of the models' segment length (the last one zero-padded), each module
 runs clip by clip, and the outputs are joined in time. f_IR's clip scores are pooled by their maximum:
 an instrument heard in any clip is in the piece. This is the inference the paper's i- rows use.
+Without f_IR (a run of another schedule, applied alone), every class is asked about and an instrument
+plays if f_T hears a note of it, or, with f_MSS alone, if its stem is salient (at least the segmenting's
+min_dbfs, the data's own salience rule).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pretty_midi
 import torch
 
 from components.data.multitrack.taxonomy import load_classes
+from components.errors import PartitaError
 from components.models.jointist.decode import decode_notes, to_midi
 from components.models.jointist.family import JointistModel
 from components.models.jointist.separator import roll_input, with_mixture_phase
@@ -24,10 +28,16 @@ THRESHOLD = 0.5  # f_IR's decision threshold (jointist.md)
 
 @dataclass
 class Analysis:
-    scores: dict[str, float]  # f_IR's pooled probability per class
-    instruments: list[str]  # those above the threshold
-    midi: pretty_midi.PrettyMIDI | None  # one track per instrument (with a transcriber)
+    scores: dict[str, float]  # f_IR's pooled probability per class (empty without f_IR)
+    instruments: list[str]  # those that play: above the threshold, or heard by f_T / f_MSS
+    notes: dict[str, np.ndarray]  # [n, 3] onset s, offset s, MIDI pitch per instrument (with a transcriber)
     stems: dict[str, np.ndarray]  # float32 [samples] per instrument (with a separator)
+    taxonomy: str
+
+    def midi(self, instruments: list[str] | None = None) -> pretty_midi.PrettyMIDI | None:
+        """One track per instrument (default: all transcribed), with its GM program; None without a transcriber."""
+        chosen = {name: self.notes[name] for name in (self.notes if instruments is None else instruments)}
+        return to_midi(chosen, load_classes(self.taxonomy)) if self.notes else None
 
 
 def clips(waveform: torch.Tensor, samples: int) -> torch.Tensor:
@@ -36,23 +46,36 @@ def clips(waveform: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(waveform, (0, count * samples - len(waveform))).view(count, samples)
 
 
+def level_dbfs(audio: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (1.0)."""
+    return 10.0 * float(np.log10(max(float(np.mean(np.square(audio, dtype=np.float64))), 1e-20)))
+
+
 @torch.no_grad()
-def analyse(recognizer: JointistModel, performer: JointistModel | None, waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
-    """`recognizer` has f_IR; `performer` (optional) has f_T and/or f_MSS; both in eval mode, at the recording's rate."""
-    config = recognizer.config
+def analyse(recognizer: JointistModel | None, performer: JointistModel | None, waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
+    """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate."""
+    if recognizer is None and performer is None:
+        raise ValueError("analyse needs f_IR, f_T or f_MSS: pass a recognizer or a performer")
     if performer is not None and performer.config.schedule == "separation_true_rolls":
-        raise ValueError("a separator trained on ground-truth rolls cannot be applied to audio alone; apply a joint (f_T + f_MSS) or separation run")
+        raise PartitaError(
+            "a separator trained on ground-truth rolls (the upper bound) cannot be applied to audio alone",
+            "apply a joint (f_T + f_MSS) or separation run",
+        )
+    config = (recognizer or performer).config
     names = config.instruments.names
     samples = round(config.segment.seconds * config.audio.sample_rate)
     audio = torch.as_tensor(np.asarray(waveform, np.float32))
     batch = clips(audio, samples)
-    scores = torch.sigmoid(recognizer.recognizer(recognizer.logmel(batch))).amax(dim=0)
-    instruments = [name for name, score in zip(names, scores.tolist()) if score > threshold]
+    scores = {}
+    if recognizer is not None:
+        pooled = torch.sigmoid(recognizer.recognizer(recognizer.logmel(batch))).amax(dim=0)
+        scores = dict(zip(names, pooled.tolist()))
+    candidates = [name for name, score in scores.items() if score > threshold] if recognizer is not None else list(performer.config.instruments.names)
     notes, stems = {}, {}
     if performer is not None:
         audio_config, hop = performer.config.audio, performer.config.audio.hop_length
         frames_per_clip = samples // hop  # centred frames: the last one of a clip is the next clip's first
-        for name in instruments:
+        for name in candidates:
             instrument = torch.full((len(batch),), performer.config.instruments.names.index(name))
             posterior = None
             if performer.transcriber is not None:
@@ -66,5 +89,11 @@ def analyse(recognizer: JointistModel, performer: JointistModel | None, waveform
                 roll = roll_input(posterior, performer.config.separator) if performer.separator.roll_to_bins is not None else None
                 magnitude = performer.separator(performer.magnitude(batch), instrument, roll)
                 stems[name] = with_mixture_phase(magnitude, batch, audio_config.n_fft, hop).flatten()[: len(audio)].numpy()
-    midi = to_midi(notes, load_classes(config.instruments.taxonomy)) if notes else None
-    return Analysis(dict(zip(names, scores.tolist())), instruments, midi, stems)
+    if recognizer is not None:
+        instruments = candidates
+    elif notes:
+        instruments = [name for name in candidates if len(notes[name])]
+    else:
+        instruments = [name for name in candidates if level_dbfs(stems[name]) >= performer.config.segment.min_dbfs]
+    keep = lambda found: {name: found[name] for name in instruments if name in found}  # noqa: E731
+    return Analysis(scores, instruments, keep(notes), keep(stems), config.instruments.taxonomy)
