@@ -83,6 +83,21 @@ def test_the_loss_decreases_and_the_family_scores_every_level(levels):
     assert family.figure(model, one) is not None
 
 
+def test_the_loss_works_through_a_ddp_style_wrapper():
+    """With several workers the trainer hands `loss` the DDP wrapper, which forwards calls but has no other methods."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            return self.module(*args)
+
+    family, _, model = tiny()
+    assert family.loss(Wrapper(model), batch())[1]["loss"] == pytest.approx(family.loss(model, batch())[1]["loss"])
+
+
 def test_apply_writes_one_wav_per_node_of_the_recording_length():
     family, config, model = tiny()
     model.eval()

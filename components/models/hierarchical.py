@@ -230,8 +230,9 @@ class Hierarchical(ModelFamily):
         return HierarchicalModel(config, data)
 
     def loss(self, model: HierarchicalModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        levels = model.levels(batch)
-        loss = model.level_loss(model(levels["mix_mag"]), levels)
+        core = getattr(model, "module", model)  # under DDP the forward goes through the wrapper, the rest to the model
+        levels = core.levels(batch)
+        loss = core.level_loss(model(levels["mix_mag"]), levels)
         return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: HierarchicalModel, batches: Iterable[Batch]) -> dict[str, float]:
