@@ -196,6 +196,40 @@ def test_controllability_on_a_tiny_model_gives_points_per_step_and_a_figure():
     assert len(figure.axes) == SOURCES and all(len(ax.collections) == 1 for ax in figure.axes)
 
 
+def noise_batch(config: ScoreInformedConfig, examples: int, seed: int) -> dict[str, torch.Tensor]:
+    """Sources of white noise switched on and off in blocks of 5 frames: the mixture alone cannot tell them apart,
+    only their rolls (one key each, where they sound) can."""
+    g = torch.Generator().manual_seed(seed)
+    hop = config.view.stft.hop_length
+    frames = SAMPLES // hop + 1
+    active = torch.repeat_interleave(torch.rand(examples, SOURCES, frames // 5 + 1, generator=g) > 0.5, 5, dim=-1)[..., :frames]
+    rolls = torch.zeros(examples, SOURCES, KEYS, frames, dtype=torch.uint8)
+    rolls[:, :, 40] = active.to(torch.uint8) * 90
+    envelope = torch.repeat_interleave(active.float(), hop, dim=-1)[..., :SAMPLES]
+    sources = envelope * torch.randn(examples, SOURCES, SAMPLES, generator=g) + 1e-3 * torch.randn(examples, SOURCES, SAMPLES, generator=g)
+    return ViewFeaturizer(config.view, RATE, keep_waveforms=True)({"mixture": sources.sum(1), "sources": sources, "rolls": rolls})
+
+
+def test_a_model_that_needs_the_score_loses_quality_as_notes_are_removed():
+    torch.manual_seed(0)
+    config = tiny_config(variant="vanilla")
+    model = SCORE_INFORMED.build(config, SPEC)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train = noise_batch(config, 6, seed=0)
+    for _ in range(60):
+        loss, _ = SCORE_INFORMED.loss(model, train)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        result = controllability(model.eval(), [noise_batch(config, 4, seed=1)], subsets=5, seed=0)
+    by_step = [result.delta_si_sdri[result.step == k].mean() for k in range(6)]
+    distance = [result.hamming[result.step == k].mean() for k in range(6)]
+    assert all(later > earlier for earlier, later in zip(distance, distance[1:]))
+    assert all(later < earlier + 0.5 for earlier, later in zip(by_step, by_step[1:]))  # falls with the distance
+    assert by_step[-1] < -3.0  # without its score the model cannot tell the sources apart
+
+
 def test_controllability_refuses_a_transcription_model():
     model = SCORE_INFORMED.build(tiny_config(task="transcription"), SPEC)
     with pytest.raises(PartitaError, match="DSIS"):
