@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from components.data.pianos.reader import dictionary
     from components.models.kelz.demixing import DemixConfig
-    from components.models.kelz.evaluation import collect_inputs, evaluate_inputs, excerpt_figure, rows_from_metrics, table_markdown
+    from components.models.kelz.evaluation import collect_inputs, evaluate_inputs, excerpt_figure, metric_key, rows_from_metrics, table_markdown
     from components.models.kelz.family import denoise
     from orchestration.data_build import dataset_dir
     from orchestration.stage_sweep import run_stage_sweep
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if metrics is None:
             sweep_lines.append(f"| {values['scheme']} | {settings} | failed: {error} |||||")
             continue
-        cells = [metrics.get(f"{split}/{kind}/f1") for split, kind in (("valid", "S"), ("valid", "T'"), ("test", "S"), ("test", "T"), ("test", "T'"))]
+        cells = [metrics.get(metric_key(split, kind, "f1")) for split, kind in (("valid", "S"), ("valid", "T'"), ("test", "S"), ("test", "T"), ("test", "T'"))]
         sweep_lines.append(f"| {values['scheme']} | {settings} | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
     report = "\n\n".join(sections + (["\n".join(sweep_lines)] if len(outcomes) > len(inputs) else []))
     print("\n" + report)

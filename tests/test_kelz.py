@@ -177,3 +177,15 @@ def test_data_sets_of_other_kinds_are_refused_at_load(preset, dataset, message):
 
     with pytest.raises(PartitaError, match=message):
         load_config([preset], [f"data.name={dataset}"])
+
+
+def test_logged_metric_names_are_ones_mlflow_accepts_and_read_back_as_rows():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from components.models.kelz.evaluation import ROW_FIELDS, TwoStageResult, rows_from_metrics
+
+    rows = [{"split": "test", "input": name, **{k: 0.5 for k in ROW_FIELDS}} for name in ("S", "T", "T'")]
+    metrics = TwoStageResult(rows, {}, {}, {}).metrics()
+    for name in metrics:
+        _validate_metric_name(name)  # raises on the apostrophe of T'
+    assert sorted(rows_from_metrics(metrics), key=lambda r: r["input"]) == sorted(rows, key=lambda r: r["input"])

@@ -78,19 +78,27 @@ class TwoStageResult:
     thresholds: dict[str, np.ndarray]
 
     def metrics(self) -> dict[str, float]:
-        """Flat names for logging, e.g. "test/T'/f1" (`rows_from_metrics` reverses it)."""
-        return {f"{r['split']}/{r['input']}/{k}": r[k] for r in self.rows for k in ROW_FIELDS}
+        """Flat names for logging, e.g. "test/T_prime/f1" (`rows_from_metrics` reverses it)."""
+        return {metric_key(r["split"], r["input"], k): r[k] for r in self.rows for k in ROW_FIELDS}
 
 
 ROW_FIELDS = ("pieces", "precision", "recall", "f1")
+# MLflow refuses an apostrophe in a metric name: T' is logged as T_prime
+METRIC_INPUT = {name: name.replace("'", "_prime") for name in INPUTS}
+
+
+def metric_key(split: str, input_name: str, field: str) -> str:
+    return f"{split}/{METRIC_INPUT[input_name]}/{field}"
 
 
 def rows_from_metrics(metrics: dict[str, float]) -> list[dict]:
+    inputs = {logged: name for name, logged in METRIC_INPUT.items()}
     rows: dict[tuple[str, str], dict] = {}
     for key, value in metrics.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[0] in SPLITS and parts[1] in INPUTS and parts[2] in ROW_FIELDS:
-            rows.setdefault((parts[0], parts[1]), {"split": parts[0], "input": parts[1]})[parts[2]] = value
+        if len(parts) == 3 and parts[0] in SPLITS and parts[1] in inputs and parts[2] in ROW_FIELDS:
+            name = inputs[parts[1]]
+            rows.setdefault((parts[0], name), {"split": parts[0], "input": name})[parts[2]] = value
     return list(rows.values())
 
 
