@@ -243,3 +243,27 @@ def test_build_refuses_data_at_another_rate_or_without_the_models_classes():
         JOINTIST.build(config(), ViewSpec(16000, ("Piano", "Bass", "Drums")))
     with pytest.raises(PartitaError, match=r"\['Drums'\] are not classes of the data set"):
         JOINTIST.build(config(), ViewSpec(RATE, ("Piano", "Bass")))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.separator.merge=mean"], "model.separator.merge = 'mean': Input should be 'sum', 'concat' or 'spec_patch'"),
+        (["model.separator.roll=soft"], "model.separator.roll = 'soft': Input should be 'posterior' or 'binary'"),
+        (["model.separator.ste=true"], "separator.ste needs separator.roll = binary"),
+        (["model.loss.separation=-1"], "model.loss.separation = -1: loss weight separation is -1.0, below 0; set it to 0 (off) or a positive weight"),
+        (["model.loss.recognition=0", "model.loss.transcription=0", "model.loss.separation=0"], "every loss weight is 0, so nothing would train"),
+        (["model.schedule=separation", "model.loss.separation=0"], "model.loss = {'separation': 0}: schedule separation trains separation, whose loss weight is 0; give loss.separation a positive weight"),
+        (['model.instruments.classes=["Piano", "Kazoo"]'], "instrument class(es) ['Kazoo'] are not in taxonomy jointist-39; use names from: Piano, Electric Piano"),
+    ],
+)
+def test_bad_configs_are_refused_at_load_in_one_line_naming_the_key_and_the_fix(overrides, message):
+    """What `--set` on a Jointist experiment meets: load_config's one-line PartitaError (the CLI prints it and exits 2)."""
+    from components.errors import PartitaError
+    from orchestration.config import load_config
+    from orchestration.experiment import CONFIGS
+
+    with pytest.raises(PartitaError) as refused:
+        load_config([CONFIGS / "jointist" / "smoke.yaml"], overrides, base={"data": {"name": "slakh-like"}})
+    text = str(refused.value)
+    assert message in text and "\n" not in text and refused.value.fix

@@ -23,7 +23,7 @@ from typing import Iterable, Literal
 import numpy as np
 import torch
 import torchaudio
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from components.data.multitrack.segments import SegmentConfig
@@ -96,14 +96,17 @@ class JointistConfig(ModelConfig):
     sampler: SamplerConfig = SamplerConfig()
     view: StreamConfig = StreamConfig()
 
-    @model_validator(mode="after")
-    def _schedule_trains_something(self) -> "JointistConfig":
-        weights = {WEIGHT_OF[m]: getattr(self.loss, WEIGHT_OF[m]) for m in MODULES[self.schedule]}
-        if not any(weights.values()):
+    @field_validator("loss")
+    @classmethod
+    def _schedule_trains_something(cls, loss: LossWeights, info) -> LossWeights:
+        # on `loss`, not the whole model, so the error names model.loss (schedule is validated first: it comes before)
+        schedule = info.data.get("schedule")
+        weights = {WEIGHT_OF[m]: getattr(loss, WEIGHT_OF[m]) for m in MODULES.get(schedule, ())}
+        if weights and not any(weights.values()):
             raise ValueError(
-                f"schedule {self.schedule} trains {', '.join(weights)}, whose loss weight is 0; give {' or '.join(f'loss.{w}' for w in weights)} a positive weight"
+                f"schedule {schedule} trains {', '.join(weights)}, whose loss weight is 0; give {' or '.join(f'loss.{w}' for w in weights)} a positive weight"
             )
-        return self
+        return loss
 
 
 class JointistModel(nn.Module):
