@@ -47,8 +47,11 @@ def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
     return torchaudio.functional.resample(mono, rate, sample_rate) if rate != sample_rate else mono
 
 
-def load_trained(run_id: str, uri: str | None = None):
-    """(family, model in eval mode, data spec, run) of a finished training run, or of a sweep's best run."""
+def load_trained(run_id: str, uri: str | None = None, score: Path | None = None):
+    """(family, model in eval mode, data spec, run) of a finished training run, or of a sweep's best run.
+
+    `score`: a MIDI file for the families conditioned on a score (their `model.score`).
+    """
     import ray.train
 
     from components.models import get_family
@@ -65,7 +68,14 @@ def load_trained(run_id: str, uri: str | None = None):
             f"apply a run of one of: {', '.join(families_with_apply()) or '(none yet)'}",
         )
     with tempfile.TemporaryDirectory() as folder:
-        config = validate(json.loads(Path(client(uri).download_artifacts(run.info.run_id, "config.json", folder)).read_text()))
+        tree = json.loads(Path(client(uri).download_artifacts(run.info.run_id, "config.json", folder)).read_text())
+    if score is not None:
+        if "score" not in family.config_class.model_fields:
+            raise PartitaError(f"model family {family.name} takes no score", "drop --score; it is for score-informed runs")
+        if not Path(score).is_file():
+            raise PartitaError(f"no score file at {score}", "pass the MIDI file of the recording's score")
+        tree["model"]["score"] = str(Path(score).resolve())
+    config = validate(tree)
     checkpoint = run.data.tags[CHECKPOINT_TAG]
     try:
         with ray.train.Checkpoint(checkpoint).as_directory() as folder:
@@ -106,12 +116,12 @@ def write_outputs(outputs: dict, folder: Path, sample_rate: int) -> list[str]:
     return written
 
 
-def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str | None = None) -> Path:
-    """Apply a trained run to one recording; returns the folder of outputs."""
+def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str | None = None, score: Path | None = None) -> Path:
+    """Apply a trained run to one recording (and its score, for score-informed runs); returns the folder of outputs."""
     audio_path = Path(audio_path)
     if not audio_path.is_file():  # before any MLflow or checkpoint work
         raise PartitaError(f"no audio file at {audio_path}", "pass the path of a WAV, FLAC or OGG recording")
-    family, model, spec, run = load_trained(run_id, uri)
+    family, model, spec, run = load_trained(run_id, uri, score)
     target = Path(out) if out else Path.cwd() / f"{audio_path.stem}-{family.name}-{run.info.run_id[:8]}"
     if target.exists():
         raise PartitaError(f"{target} already exists", f"pass --out with a new folder, or remove {target}")

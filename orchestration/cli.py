@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     apply = commands.add_parser("apply", help="turn a recording into stems / MIDI with a trained run (or a sweep's best run)")
     apply.add_argument("run_id", help="MLflow run id of a training run, or of a sweep's parent run")
     apply.add_argument("audio", help="the recording: WAV, FLAC or OGG, any sample rate, mixed down to mono")
-    apply.add_argument("--out", help="folder to create for the outputs (default: AUDIO-FAMILY-RUN beside the current folder)")
+    apply.add_argument("--out", help="folder to create for the outputs (default: AUDIO-FAMILY-RUN in the current folder)")
+    apply.add_argument("--score", help="the recording's score as MIDI, for score-informed runs (score_informed)")
     apply.set_defaults(run=_apply)
 
     bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 def _apply(args: argparse.Namespace) -> None:
     from orchestration.apply import apply_run
 
-    folder = apply_run(args.run_id, Path(args.audio), Path(args.out) if args.out else None)
+    folder = apply_run(args.run_id, Path(args.audio), Path(args.out) if args.out else None, score=Path(args.score) if args.score else None)
     print(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
 
 

@@ -71,6 +71,15 @@ def test_the_command_refuses_bad_input_before_writing_anything(trained_run, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_a_score_is_refused_by_a_family_that_takes_none(trained_run, tmp_path):
+    recording, score = tmp_path / "take.wav", tmp_path / "take.mid"
+    soundfile.write(str(recording), tone(1.0, 440), 44100)
+    pretty_midi.PrettyMIDI().write(str(score))
+    with pytest.raises(PartitaError, match="takes no score"):
+        apply_run(trained_run, recording, tmp_path / "stems", score=score)
+    assert not (tmp_path / "stems").exists()
+
+
 def test_an_existing_output_folder_is_never_overwritten(trained_run, tmp_path):
     recording = tmp_path / "take.wav"
     soundfile.write(str(recording), tone(1.0, 440), 44100)
