@@ -5,20 +5,16 @@ outputs masks for the leaf, its family and its group (multi-level, L = 3) or for
 (single-level). Source-specific (SSS) models are trained for one target path; query-by-example
 (QBE) models are conditioned on an audio query of the target leaf taken from another piece.
 
-The family (`HIERARCHICAL`) trains SSS models on a multi-track view whose named classes each lie
-wholly inside or wholly outside every node of the target path: a level's target is the sum of the
-view's sources under its node, the mixture the sum of them all. (The thesis mixes every stem of a
-piece and needs no class list; the view mixes a few chosen stems, so the classes stand in for the
-submixes. QBE needs a query from another piece, which no view supplies yet: the family refuses it.)
-
-The hierarchy constraint `max` makes every coarser mask contain the finer ones: M_l = max(M'_l, M_{l-1})
-from the leaf upwards, which is a cumulative maximum over the level axis. (The public code's loop
-returns [M'1, M'1, max(M'1, M'2)]; this is the constraint as the thesis describes it.)
+The family (`HIERARCHICAL`) trains SSS models on the chapter's examples, which it makes itself
+(`example_maker`): every stem of a piece mixed, the targets the submixes of the path's nodes (each
+stem joins the nodes above its hierarchy leaf, as the built set labels it), a segment kept when the
+leaf is above min_dbfs and, for multi-level models, a sibling or cousin stem is too. QBE needs a query
+from another piece, which nothing draws yet: the family refuses it.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
@@ -27,11 +23,15 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from components.data.multitrack.featurize import ViewFeaturizer
-from components.data.multitrack.segments import SEGMENTINGS
+from components.data.multitrack.reader import Piece
+from components.data.multitrack.render import FULL_SCALE
+from components.data.multitrack.segments import SEGMENTINGS, segment
+from components.data.multitrack.taxonomy import load_hierarchy
 from components.data.multitrack.view import ViewConfig
+from components.data.splits import files
 from components.errors import PartitaError
 from components.losses.separation import tpsa_loss
-from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
+from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily, ViewSpec
 from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import LOG_FLOOR, BLSTMStack, MaskHead, log_magnitude
 from components.schema import StrictModel
@@ -61,10 +61,9 @@ class LevelWeights(StrictModel):
 
 
 def hierarchical_view() -> ViewConfig:
-    """Ch. 2's segments (10 s, hop 2.5 s, a target kept above -30 dBFS) over Table 2.1's path (clean guitars /
-    guitars / strings and keys): an acoustic guitar (the leaf), a harp (a sibling: guitars), a piano (a cousin:
-    strings and keys) and a bass (outside the group), each as its stems' waveforms (the level targets are their sums)."""
-    return ViewConfig(segment=SEGMENTINGS["hierarchical"], sources=4, classes=["Acoustic Guitar", "Harp", "Piano", "Bass"], targets=["waveform"])
+    """Ch. 2's segments: 10 s, hop 2.5 s, a target kept above -30 dBFS (the examples are the family's own: the view
+    gives their cutting, the STFT and the stream's sizes)."""
+    return ViewConfig(segment=SEGMENTINGS["hierarchical"])
 
 
 class HierarchicalConfig(ModelConfig):
@@ -80,7 +79,7 @@ class HierarchicalConfig(ModelConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     query: QueryConfig = QueryConfig()
     level_weights: LevelWeights = LevelWeights()
-    class_taxonomy: str = Field("jointist-39", description="the data set's class taxonomy, which names view.classes")
+    require_relative: bool = Field(True, description="multi-level examples need a sibling or cousin above min_dbfs too (ch. 2); off: the leaf alone (tiny sets)")
     view: ViewConfig = Field(default_factory=hierarchical_view)
 
     @field_validator("hierarchy_constraint", mode="before")
@@ -91,8 +90,6 @@ class HierarchicalConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _leaf_in_hierarchy(self) -> "HierarchicalConfig":
-        from components.data.multitrack.taxonomy import load_hierarchy  # reads the YAML: only when validating
-
         try:
             leaves = load_hierarchy(self.hierarchy).leaves
         except PartitaError as err:
@@ -101,50 +98,66 @@ class HierarchicalConfig(ModelConfig):
             raise ValueError(f"target_leaf {self.target_leaf!r} is not a leaf of {self.hierarchy}; use one of: {', '.join(leaves)}")
         if sum(getattr(self.level_weights, level) for level in self.level_names) <= 0:
             raise ValueError(f"the level weights of {', '.join(self.level_names)} are all 0, so nothing would be trained; give one a positive weight")
-        if self.view.targets != ["waveform"]:
-            raise ValueError("the hierarchical family sums the stems' waveforms into its level targets; set model.view.targets: [waveform]")
-        self.membership  # refuses classes that straddle a node of the path
+        if self.view.classes:
+            raise ValueError("the hierarchical family mixes every stem of a piece and targets the submixes of the path's nodes; leave model.view.classes empty")
         return self
-
-    @cached_property
-    def nodes(self) -> tuple[str, ...]:
-        """The hierarchy node each mask separates, in mask order (leaf first)."""
-        from components.data.multitrack.taxonomy import load_hierarchy
-
-        path = dict(zip(LEVELS, load_hierarchy(self.hierarchy).path(self.target_leaf)))
-        return tuple(path[level] for level in self.level_names)
-
-    @cached_property
-    def membership(self) -> tuple[tuple[bool, ...], ...]:
-        """[level][source]: whether the view's class of that source lies under the level's node.
-
-        Every class must lie wholly inside or wholly outside each node (a class split across a node has no
-        level), every level needs a source under it, and some source must lie outside the coarsest node
-        (else its mask is all ones)."""
-        from components.data.multitrack.taxonomy import load_classes, load_hierarchy
-
-        hierarchy, taxonomy = load_hierarchy(self.hierarchy), load_classes(self.class_taxonomy)
-        if not self.view.classes:
-            raise ValueError("the hierarchical family needs model.view.classes: the class of each source decides which level targets it joins")
-        rows = []
-        for node in self.nodes:
-            under = {p for p, leaf in enumerate(hierarchy.program_leaf) if hierarchy.leaves[leaf] in hierarchy.leaves_under(node)}
-            row = []
-            for name in self.view.classes:
-                programs = {p for p, c in enumerate(taxonomy.program_class) if c == taxonomy.index(name)}
-                if not (programs <= under or programs.isdisjoint(under)):
-                    raise ValueError(f"view class {name!r} lies partly under {node!r} (programs {sorted(programs & under)}) and partly outside; choose classes wholly inside or outside each node of {self.target_leaf!r}'s path")
-                row.append(programs <= under)
-            if not any(row):
-                raise ValueError(f"no view class lies under {node!r}, so its target would be silent; add one of its classes to model.view.classes")
-            rows.append(tuple(row))
-        if all(rows[-1]):
-            raise ValueError(f"every view class lies under {self.nodes[-1]!r}, so its mask is trivially all ones; add a class outside it to model.view.classes")
-        return tuple(rows)
 
     @property
     def level_names(self) -> tuple[str, ...]:
         return LEVELS if self.levels == "multi" else (self.single_level,)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The hierarchy node each mask separates, in mask order (leaf first)."""
+        path = dict(zip(LEVELS, load_hierarchy(self.hierarchy).path(self.target_leaf)))
+        return tuple(path[level] for level in self.level_names)
+
+
+def hierarchy_examples(piece: Piece, stem_leaves: list[str], config: HierarchicalConfig) -> list[dict[str, np.ndarray]]:
+    """Every example of one piece, in segment order: the mixture of all its stems and the submixes [L, samples] of
+    the path's nodes (the model's levels). A segment is kept when the leaf's submix passes the view's saliency
+    filter (level above min_dbfs, enough onsets) and, for a multi-level model that `require_relative`, so do the
+    stems under the group but not under the leaf (a sibling or cousin: ch. 2's rule, so the coarser levels differ
+    from the leaf)."""
+    hierarchy = load_hierarchy(config.hierarchy)
+    leaf, _, group = hierarchy.path(config.target_leaf)
+
+    def under(node: str) -> np.ndarray:
+        return np.isin(stem_leaves, hierarchy.leaves_under(node))
+
+    pcm = piece.stems_pcm.astype(np.int32)  # sums on the stored integers: the mixture is exactly the stems' sum
+    scale, notes = np.float32(1.0 / FULL_SCALE), piece.notes
+    required = [under(leaf)] + ([under(group) & ~under(leaf)] if config.levels == "multi" and config.require_relative else [])
+    onsets = [(notes.start[np.isin(notes.part, np.flatnonzero(stems))], notes.velocity[np.isin(notes.part, np.flatnonzero(stems))]) for stems in required]
+    found = segment(np.stack([pcm[stems].sum(0) * scale for stems in required]), piece.sample_rate, onsets, config.view.segment)
+    targets = np.stack([pcm[under(node)].sum(0) for node in config.nodes]) * scale
+    mixture = pcm.sum(0) * scale
+    examples = []
+    for k, start in enumerate(found.starts):
+        if found.salient[:, k].all():
+            window = slice(int(start), int(start) + found.length)
+            examples.append({"mixture": mixture[window], "sources": targets[:, window], "piece": np.int64(piece.example_id), "start": np.int64(start)})
+    return examples
+
+
+def stem_leaves_by_piece(dataset_dir: Path, hierarchy: str) -> dict[int, list[str]]:
+    """example_id -> the hierarchy leaf of each stem, over every split of a built set (a small column). The
+    view's reader does not load this column, so the family's maker reads it once."""
+    import pyarrow.parquet as pq
+
+    known = set(load_hierarchy(hierarchy).leaves)
+    leaves: dict[int, list[str]] = {}
+    for split in ("train", "valid", "test"):
+        for path in files(dataset_dir, split, "multitrack"):
+            table = pq.read_table(path, columns=["example_id", "stem_leaves"])
+            leaves |= dict(zip(table.column("example_id").to_pylist(), table.column("stem_leaves").to_pylist()))
+    unknown = sorted({leaf for row in leaves.values() for leaf in row} - known)
+    if unknown:
+        raise PartitaError(
+            f"the stems of {Path(dataset_dir).name} are labelled with leaves {unknown[:3]} that {hierarchy} does not have",
+            "set model.hierarchy to the hierarchy the set was built with (its recipe's hierarchy)",
+        )
+    return leaves
 
 
 class QueryNet(nn.Module):
@@ -186,15 +199,14 @@ class HierarchicalMasker(nn.Module):
 
 
 class HierarchicalModel(nn.Module):
-    """The masker plus what turns the view's sources into level targets and masks into waveforms."""
+    """The masker plus the featurizer of the family's examples (their level targets) and of the estimates."""
 
     def __init__(self, config: HierarchicalConfig, spec: ViewSpec):
         super().__init__()
         self.config, self.sample_rate = config, spec.sample_rate
         self.masker = HierarchicalMasker(config, config.view.bins)
-        self.register_buffer("membership", torch.tensor(config.membership, dtype=torch.float32), persistent=False)
-        levels_view = config.view.model_copy(update={"targets": ["phase_sensitive"]})
-        self.featurizer = ViewFeaturizer(levels_view, spec.sample_rate, keep_waveforms=True)
+        targets_view = config.view.model_copy(update={"targets": ["phase_sensitive"]})
+        self.featurizer = ViewFeaturizer(targets_view, spec.sample_rate, keep_waveforms=True)
         weights = [getattr(config.level_weights, level) for level in config.level_names]
         self.register_buffer("level_weights", torch.tensor(weights) / sum(weights), persistent=False)
 
@@ -202,9 +214,11 @@ class HierarchicalModel(nn.Module):
         return self.masker(mix_mag)
 
     def levels(self, batch: Batch) -> Batch:
-        """mixture, `sources` = the level submixes [B, L, samples], mix_mag and their tPSA targets [B, L, F, T]."""
-        submixes = torch.einsum("ls,bsn->bln", self.membership, batch["sources"].float())
-        return self.featurizer({"mixture": batch["mixture"].float(), "sources": submixes})
+        """An unfeaturised batch (mixture, `sources` = the level submixes [B, L, samples]) plus mix_mag and the
+        levels' tPSA targets [B, L, F, T]."""
+        if batch["sources"].shape[1] != len(self.config.level_names):  # masks and references would broadcast silently
+            raise ValueError(f"the batch holds {batch['sources'].shape[1]} level submixes, the model separates {len(self.config.level_names)}")
+        return self.featurizer({"mixture": batch["mixture"].float(), "sources": batch["sources"].float()})
 
     def level_loss(self, masks: torch.Tensor, levels: Batch) -> torch.Tensor:
         """tPSA per level, weighted (the weights sum to one)."""
@@ -225,6 +239,12 @@ class Hierarchical(ModelFamily):
                 "train model.conditioning=sss (QBE waits on the view's query support, issue 13)",
             )
         return config.view
+
+    def example_maker(self, config: HierarchicalConfig, dataset_dir: Path) -> ExampleMaker:
+        leaves = stem_leaves_by_piece(dataset_dir, config.hierarchy)
+        recipe = {"family": self.name} | config.model_dump(mode="json", include={"hierarchy", "target_leaf", "levels", "single_level", "require_relative"})
+        recipe["segment"] = config.view.segment.model_dump(mode="json")
+        return ExampleMaker(lambda piece, seed, draw: hierarchy_examples(piece, leaves[piece.example_id], config), recipe)
 
     def build(self, config: HierarchicalConfig, data: ViewSpec) -> nn.Module:
         return HierarchicalModel(config, data)
