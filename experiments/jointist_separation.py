@@ -1,9 +1,9 @@
 """Jointist, Table 3: transcription-informed separation, on slakh-like pieces.
 
 S only (f_MSS told the instrument alone), T sum S and T cat S (f_T pretrained, its posteriorgram merged
-by sum / concat) and the upper bound fed the ground-truth rolls; SDR over the drawn instruments that
-play in the fixed test clips (the "source" column; the instrument and piece aggregations are not
-computed yet). Table 8's merge x roll-form grid: --set or a `grid:` in the sweep file.
+by sum / concat) and the upper bound fed the ground-truth rolls; SDR of the drawn instruments that
+play in the fixed test clips, averaged by instrument, by piece and by source as in the paper, and its
+gain over the mixture. Table 8's merge x roll-form grid: --set or a `grid:` in the sweep file.
 
     python experiments/jointist_separation.py --preset smoke --seeds 0
     python experiments/jointist_separation.py --preset cpu --set model.separator.roll=binary

@@ -267,3 +267,26 @@ def test_bad_configs_are_refused_at_load_in_one_line_naming_the_key_and_the_fix(
         load_config([CONFIGS / "jointist" / "smoke.yaml"], overrides, base={"data": {"name": "slakh-like"}})
     text = str(refused.value)
     assert message in text and "\n" not in text and refused.value.fix
+
+
+def test_separation_is_averaged_by_source_by_piece_and_by_instrument():
+    from components.metrics.separation import sdr
+
+    model = JOINTIST.build(config(schedule="separation"), None).eval()
+    with torch.no_grad():  # a mask of ~1: every estimate is the mixture, so its SDR is the mixture's and the gain 0
+        model.separator.unet.out.weight.zero_()
+        model.separator.unet.out.bias.fill_(10.0)
+    hand = batch()
+    hand["instrument"] = torch.tensor([[0, 1], [0, 2]])
+    hand["present"] = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # example 0: Piano and Bass play; example 1: Piano
+    hand["stems"][0, 1] = torch.randn(SAMPLES, generator=torch.Generator().manual_seed(1)) * 0.1
+    hand["mixture"][0] = hand["stems"][0].sum(0) + 0.05
+    hand["piece"] = torch.tensor([5, 6])
+    with torch.no_grad():
+        metrics = JOINTIST.evaluate(model, [hand])
+    a, b = sdr(hand["mixture"][0], hand["stems"][0, :2])  # piece 5: Piano, Bass
+    c = sdr(hand["mixture"][1], hand["stems"][1, 0])  # piece 6: Piano
+    assert metrics["sdr"] == pytest.approx((a + b + c) / 3, abs=0.01)
+    assert metrics["sdr_piece"] == pytest.approx(((a + b) / 2 + c) / 2, abs=0.01)
+    assert metrics["sdr_instrument"] == pytest.approx(((a + c) / 2 + b) / 2, abs=0.01)
+    assert metrics["sdr_gain"] == pytest.approx(0.0, abs=0.01)

@@ -28,7 +28,7 @@ from torch import nn
 
 from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.view import ViewConfig
-from components.metrics.separation import sdr
+from components.metrics.separation import aggregate, sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
 from components.errors import PartitaError
 from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily, ViewSpec
@@ -222,7 +222,8 @@ class Jointist(ModelFamily):
         config = model.config
         names = config.instruments.names
         totals, count = {}, 0
-        scores, labels, gains, sdrs = [], [], [], []
+        scores, labels = [], []
+        separated = {}  # (example, class) -> (piece, class name, SDR, gain): a class drawn twice is scored once
         reference, estimate = {}, {}
         for b, batch in enumerate(batches):
             out = model(batch)
@@ -254,8 +255,11 @@ class Jointist(ModelFamily):
                 present = batch["present"].gather(1, batch["instrument"]).flatten().bool().cpu().numpy()
                 # SDR of the estimate and its gain over the mixture used as the estimate, for instruments that play
                 estimated, baseline = sdr(waveform[present], stems[present]), sdr(mixture[present], stems[present])
-                sdrs.append(estimated)
-                gains.append(estimated - baseline)
+                # the fixed examples know their piece; hand-made batches count each example as one
+                pieces = batch["piece"].cpu().numpy() if "piece" in batch else [(b, e) for e in range(n)]
+                for row, value, gain in zip(np.flatnonzero(present), estimated, estimated - baseline):
+                    if np.isfinite(value):  # NaN: a silent reference
+                        separated[(b, row // k, instrument[row])] = (pieces[row // k], names[instrument[row]], value, gain)
         metrics = {name: total / count for name, total in totals.items()}
         if scores:
             recognition = instrument_recognition_scores(np.concatenate(scores), np.concatenate(labels))
@@ -263,9 +267,11 @@ class Jointist(ModelFamily):
         if reference:
             report = evaluate_notes(reference, estimate)
             metrics.update({f"t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.endswith("/f1")})
-        if sdrs:
-            metrics["sdr"] = float(np.nanmean(np.concatenate(sdrs)))
-            metrics["sdr_gain"] = float(np.nanmean(np.concatenate(gains)))
+        if separated:
+            # Table 3's three averages: by instrument class, by piece, by source (components.metrics.separation)
+            by = aggregate((piece, name, value) for piece, name, value, _ in separated.values())
+            metrics.update({"sdr": by.by_source.mean, "sdr_instrument": by.by_instrument.mean, "sdr_piece": by.by_piece.mean})
+            metrics["sdr_gain"] = float(np.mean([gain for *_, gain in separated.values()]))
         return metrics
 
     def apply(self, model: JointistModel, audio: torch.Tensor, data) -> dict:
