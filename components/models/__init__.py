@@ -8,13 +8,14 @@ from components.errors import PartitaError
 from components.models.autoencoders import AUTOENCODER, SUPERVISED_CNN, VAE_FAMILY
 from components.models.base import ModelFamily
 from components.models.cerberus import CERBERUS
+from components.models.jointist.family import JOINTIST
 from components.models.kelz import KELZ
 from components.models.hierarchical import HIERARCHICAL
 from components.models.mask_inference import MASK_INFERENCE
 from components.models.musicslots import MUSICSLOTS
 from components.models.score_informed import SCORE_INFORMED
 
-_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS, HIERARCHICAL, SCORE_INFORMED)
+_FAMILIES: tuple[ModelFamily, ...] = (MUSICSLOTS, AUTOENCODER, VAE_FAMILY, SUPERVISED_CNN, MASK_INFERENCE, KELZ, CERBERUS, HIERARCHICAL, SCORE_INFORMED, JOINTIST)
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in _FAMILIES}
 
