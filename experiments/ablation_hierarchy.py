@@ -6,9 +6,12 @@ masks contain finer ones) x seeds on Ray Tune, each trial a Ray Train run stream
 the hierarchical view, all under one MLflow parent run; prints SI-SDRi per level
 (and pooled over levels) on the fixed test segments beside the paper's.
 `--single-level` adds Table 2.4's baseline: one single-level network per level.
+`--data-reduction` trains Table 2.5 instead: 0, 50 or 90% of the training data
+removed, either only the leaf's targets or whole examples (SSS, no constraint).
 
     python experiments/ablation_hierarchy.py --preset smoke --seeds 0
     python experiments/ablation_hierarchy.py --preset cpu --seeds 0 1 2 --single-level
+    python experiments/ablation_hierarchy.py --preset cpu --seeds 0 --data-reduction
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from orchestration.experiment import CONFIGS, experiment_parser, main_guard, run
 
 def build_parser():
     parser = experiment_parser(__doc__, default_dataset="slakh-like")
-    parser.add_argument("--single-level", action="store_true", help="also train one single-level network per level (Table 2.4's baseline)")
+    study = parser.add_mutually_exclusive_group()
+    study.add_argument("--single-level", action="store_true", help="also train one single-level network per level (Table 2.4's baseline)")
+    study.add_argument("--data-reduction", action="store_true", help="Table 2.5: remove 0/50/90%% of the training leaf targets or whole examples")
     return parser
 
 
@@ -33,9 +38,16 @@ def level_variants() -> dict:
     return multi | single
 
 
+def reduction_variants() -> dict:
+    """Table 2.5's rows for SSS (which it trains without the constraint)."""
+    cells = {"0%": (0.0, "leaf")} | {f"{int(f * 100)}% {what}": (f, what) for f in (0.5, 0.9) for what in ("all", "leaf")}
+    return {name: {"model.hierarchy_constraint": "off", "model.data_reduction": {"fraction": f, "what": what}} for name, (f, what) in cells.items()}
+
+
 def extra_overrides(args) -> list[str]:
-    """--single-level: the five level variants replace the constraint grid."""
-    return ["sweep.grid={}", f"sweep.variants={json.dumps(level_variants())}"] if args.single_level else []
+    """--single-level or --data-reduction: their variants replace the constraint grid."""
+    variants = level_variants() if args.single_level else reduction_variants() if args.data_reduction else None
+    return ["sweep.grid={}", f"sweep.variants={json.dumps(variants)}"] if variants else []
 
 
 def main(argv: list[str] | None = None) -> int:

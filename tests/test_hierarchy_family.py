@@ -5,13 +5,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from components.models import get_family
-from components.models.base import ViewSpec
 from components.data.multitrack.reader import Piece
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.rolls import NoteTable
+from components.models import get_family
+from components.models.base import ViewSpec
 from components.models.hierarchical import LEVELS, HierarchicalConfig, hierarchy_examples
-from orchestration.config import load_config
+from orchestration.reports import _effective, _paper_row, load_paper
 
 RATE, SECONDS = 8000, 0.5
 SPEC = ViewSpec(sample_rate=RATE, classes=())
@@ -171,7 +171,6 @@ def script():
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
 def test_the_ablation_loads_every_preset_and_each_cell_is_a_valid_config(preset):
     from orchestration.experiment import CONFIGS, load_experiment
-    from orchestration.reports import _effective, _paper_row, load_paper
     from orchestration.sweep import trial_overrides
 
     args = script().build_parser().parse_args(["--preset", preset, "--seeds", "0", "1"])
@@ -218,3 +217,56 @@ def test_single_level_adds_one_network_per_level_and_no_duplicate_constraint_cel
         ("single", ("group",), "off"),
         ("single", ("leaf",), "off"),
     ]
+    # every variant finds its own row (variant cells share the base config's values, so rows are keyed by variant)
+    paper = load_paper(CONFIGS / "paper" / "ablation_hierarchy.yaml")
+    labels = {name: _paper_row(paper, "slakh-like", _effective(config.to_dict(), {"variant": name}))[0] for name in config.sweep.variants}
+    assert labels["multi-level, constraint max"] == "SSS multi-level, constraint (Table 2.3)"
+    assert labels["multi-level, constraint off"] == "SSS multi-level, no constraint (Table 2.3)"
+    assert all(labels[f"single-level {level}"].startswith("SSS single-level (Table 2.4") for level in LEVELS)
+
+
+def test_data_reduction_trains_table_2_5s_five_cells():
+    from orchestration.experiment import CONFIGS, load_experiment, trial_count
+    from orchestration.sweep import trial_overrides
+
+    module = script()
+    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--data-reduction"])
+    config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml", module.extra_overrides(args))
+    assert trial_count(config) == 5
+    cells = {name: config.with_values(trial_overrides(config, {"variant": name, "train.seed": 0})).model for name in config.sweep.variants}
+    assert {name: (m.data_reduction.fraction, m.data_reduction.what, m.hierarchy_constraint) for name, m in cells.items()} == {
+        "0%": (0.0, "leaf", "off"),
+        "50% all": (0.5, "all", "off"),
+        "50% leaf": (0.5, "leaf", "off"),
+        "90% all": (0.9, "all", "off"),
+        "90% leaf": (0.9, "leaf", "off"),
+    }
+    paper = load_paper(CONFIGS / "paper" / "ablation_hierarchy.yaml")
+    for name in cells:
+        assert _paper_row(paper, "slakh-like", _effective(config.to_dict(), {"variant": name}))[0] == f"SSS, {name} removed (Table 2.5)"
+
+
+def test_data_reduction_removes_training_examples_or_only_their_leaf_targets():
+    segment = int(RATE * SECONDS)
+    made = piece(tones(8 * segment))
+    every = hierarchy_examples(made, LEAVES, HierarchicalConfig(**SMALL), seed=0, reduce=True)
+    assert len(every) == 8 and "leaf_known" not in every[0]
+    half_all = HierarchicalConfig(**SMALL, data_reduction={"fraction": 0.5, "what": "all"})
+    kept = hierarchy_examples(made, LEAVES, half_all, seed=0, reduce=True)
+    assert 0 < len(kept) < 8 and {int(e["start"]) for e in kept} < {int(e["start"]) for e in every}
+    assert len(hierarchy_examples(made, LEAVES, half_all, seed=0, reduce=False)) == 8  # validation and test pieces keep all
+    half_leaf = HierarchicalConfig(**SMALL, data_reduction={"fraction": 0.5, "what": "leaf"})
+    known = [float(e["leaf_known"]) for e in hierarchy_examples(made, LEAVES, half_leaf, seed=0, reduce=True)]
+    assert len(known) == 8 and 0 < sum(known) < 8
+    # the same examples are removed either way: the choice is fixed by seed, piece and segment
+    assert [int(e["start"]) for e in kept] == [i * segment for i, k in enumerate(known) if k]
+    with pytest.raises(ValidationError, match="needs a multi-level model"):
+        HierarchicalConfig(**SMALL, levels="single", data_reduction={"fraction": 0.5})
+
+
+def test_a_removed_leaf_target_gives_the_leaf_mask_no_gradient():
+    _, _, model = tiny()
+    levels = model.levels(batch())
+    masks = torch.rand(2, 3, *levels["mix_mag"].shape[1:], requires_grad=True)
+    model.level_loss(masks, levels, torch.tensor([0.0, 1.0])).backward()
+    assert (masks.grad[0, 0] == 0).all() and (masks.grad[1, 0] != 0).any() and (masks.grad[0, 1:] != 0).any()

@@ -60,6 +60,15 @@ class LevelWeights(StrictModel):
     group: float = Field(1.0, ge=0)
 
 
+class DataReduction(StrictModel):
+    """Table 2.5: remove a fraction of the training data, either only the leaf's targets (the parents' are kept and
+    still trained) or whole examples. Which ones is fixed by the seed, the piece and the segment; validation and
+    test examples are never removed."""
+
+    fraction: float = Field(0.0, ge=0, lt=1)
+    what: Literal["leaf", "all"] = Field("leaf", description="leaf: the leaf's target only (its loss is masked); all: whole examples")
+
+
 def hierarchical_view() -> ViewConfig:
     """Ch. 2's segments: 10 s, hop 2.5 s, a target kept above -30 dBFS (the examples are the family's own: the view
     gives their cutting, the STFT and the stream's sizes)."""
@@ -79,6 +88,7 @@ class HierarchicalConfig(ModelConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     query: QueryConfig = QueryConfig()
     level_weights: LevelWeights = LevelWeights()
+    data_reduction: DataReduction = DataReduction()
     require_relative: bool = Field(True, description="multi-level examples need a sibling or cousin above min_dbfs too (ch. 2); off: the leaf alone (tiny sets)")
     view: ViewConfig = Field(default_factory=hierarchical_view)
 
@@ -98,6 +108,8 @@ class HierarchicalConfig(ModelConfig):
             raise ValueError(f"target_leaf {self.target_leaf!r} is not a leaf of {self.hierarchy}; use one of: {', '.join(leaves)}")
         if sum(getattr(self.level_weights, level) for level in self.level_names) <= 0:
             raise ValueError(f"the level weights of {', '.join(self.level_names)} are all 0, so nothing would be trained; give one a positive weight")
+        if self.data_reduction.fraction and self.data_reduction.what == "leaf" and self.levels != "multi":
+            raise ValueError("removing only the leaf's targets needs a multi-level model (its parents keep training); use data_reduction.what: all")
         if self.view.classes:
             raise ValueError("the hierarchical family mixes every stem of a piece and targets the submixes of the path's nodes; leave model.view.classes empty")
         return self
@@ -113,12 +125,13 @@ class HierarchicalConfig(ModelConfig):
         return tuple(path[level] for level in self.level_names)
 
 
-def hierarchy_examples(piece: Piece, stem_leaves: list[str], config: HierarchicalConfig) -> list[dict[str, np.ndarray]]:
+def hierarchy_examples(piece: Piece, stem_leaves: list[str], config: HierarchicalConfig, seed: int = 0, reduce: bool = False) -> list[dict[str, np.ndarray]]:
     """Every example of one piece, in segment order: the mixture of all its stems and the submixes [L, samples] of
     the path's nodes (the model's levels). A segment is kept when the leaf's submix passes the view's saliency
     filter (level above min_dbfs, enough onsets) and, for a multi-level model that `require_relative`, so do the
     stems under the group but not under the leaf (a sibling or cousin: ch. 2's rule, so the coarser levels differ
-    from the leaf)."""
+    from the leaf). `reduce` (training pieces) applies the config's data reduction: the removed examples are left
+    out, or hold `leaf_known` 0 (every example holds `leaf_known` when the leaf's targets are reduced)."""
     hierarchy = load_hierarchy(config.hierarchy)
     leaf, _, group = hierarchy.path(config.target_leaf)
 
@@ -132,32 +145,43 @@ def hierarchy_examples(piece: Piece, stem_leaves: list[str], config: Hierarchica
     found = segment(np.stack([pcm[stems].sum(0) * scale for stems in required]), piece.sample_rate, onsets, config.view.segment)
     targets = np.stack([pcm[under(node)].sum(0) for node in config.nodes]) * scale
     mixture = pcm.sum(0) * scale
+    reduction = config.data_reduction
     examples = []
     for k, start in enumerate(found.starts):
-        if found.salient[:, k].all():
-            window = slice(int(start), int(start) + found.length)
-            examples.append({"mixture": mixture[window], "sources": targets[:, window], "piece": np.int64(piece.example_id), "start": np.int64(start)})
+        if not found.salient[:, k].all():
+            continue
+        removed = reduce and np.random.default_rng([seed, piece.example_id, int(start)]).random() < reduction.fraction
+        if removed and reduction.what == "all":
+            continue
+        window = slice(int(start), int(start) + found.length)
+        example = {"mixture": mixture[window], "sources": targets[:, window], "piece": np.int64(piece.example_id), "start": np.int64(start)}
+        if reduction.fraction and reduction.what == "leaf":
+            example["leaf_known"] = np.float32(not removed)
+        examples.append(example)
     return examples
 
 
-def stem_leaves_by_piece(dataset_dir: Path, hierarchy: str) -> dict[int, list[str]]:
-    """example_id -> the hierarchy leaf of each stem, over every split of a built set (a small column). The
-    view's reader does not load this column, so the family's maker reads it once."""
+def stem_leaves_by_piece(dataset_dir: Path, hierarchy: str) -> tuple[dict[int, list[str]], set[int]]:
+    """example_id -> the hierarchy leaf of each stem, over every split of a built set (a small column), and the
+    training pieces' ids. The view's reader does not load this column, so the family's maker reads it once."""
     import pyarrow.parquet as pq
 
     known = set(load_hierarchy(hierarchy).leaves)
     leaves: dict[int, list[str]] = {}
+    train: set[int] = set()
     for split in ("train", "valid", "test"):
         for path in files(dataset_dir, split, "multitrack"):
             table = pq.read_table(path, columns=["example_id", "stem_leaves"])
-            leaves |= dict(zip(table.column("example_id").to_pylist(), table.column("stem_leaves").to_pylist()))
+            ids = table.column("example_id").to_pylist()
+            leaves |= dict(zip(ids, table.column("stem_leaves").to_pylist()))
+            train |= set(ids) if split == "train" else set()
     unknown = sorted({leaf for row in leaves.values() for leaf in row} - known)
     if unknown:
         raise PartitaError(
             f"the stems of {Path(dataset_dir).name} are labelled with leaves {unknown[:3]} that {hierarchy} does not have",
             "set model.hierarchy to the hierarchy the set was built with (its recipe's hierarchy)",
         )
-    return leaves
+    return leaves, train
 
 
 class QueryNet(nn.Module):
@@ -220,10 +244,15 @@ class HierarchicalModel(nn.Module):
             raise ValueError(f"the batch holds {batch['sources'].shape[1]} level submixes, the model separates {len(self.config.level_names)}")
         return self.featurizer({"mixture": batch["mixture"].float(), "sources": batch["sources"].float()})
 
-    def level_loss(self, masks: torch.Tensor, levels: Batch) -> torch.Tensor:
-        """tPSA per level, weighted (the weights sum to one)."""
-        per_level = torch.stack([tpsa_loss(masks[:, [l]].float(), levels["mix_mag"], levels["target_psa"][:, [l]]) for l in range(masks.shape[1])])
-        return (self.level_weights * per_level).sum()
+    def level_loss(self, masks: torch.Tensor, levels: Batch, leaf_known: torch.Tensor | None = None) -> torch.Tensor:
+        """tPSA per level, weighted (the weights sum to one); `leaf_known` [B] 0/1 leaves the removed leaf targets
+        out of the leaf's term (Table 2.5), which averages over the examples that kept theirs."""
+        masks, target = masks.float(), levels["target_psa"]
+        per_level = [tpsa_loss(masks[:, [l]], levels["mix_mag"], target[:, [l]]) for l in range(masks.shape[1])]
+        if leaf_known is not None:  # |k (M|X| - T)| = k |M|X| - T| for k in {0, 1}
+            known = leaf_known.float().view(-1, 1, 1, 1)
+            per_level[0] = tpsa_loss(masks[:, [0]] * known, levels["mix_mag"], target[:, [0]] * known) * len(known) / known.sum().clamp_min(1.0)
+        return (self.level_weights * torch.stack(per_level)).sum()
 
 
 class Hierarchical(ModelFamily):
@@ -241,10 +270,14 @@ class Hierarchical(ModelFamily):
         return config.view
 
     def example_maker(self, config: HierarchicalConfig, dataset_dir: Path) -> ExampleMaker:
-        leaves = stem_leaves_by_piece(dataset_dir, config.hierarchy)
-        recipe = {"family": self.name} | config.model_dump(mode="json", include={"hierarchy", "target_leaf", "levels", "single_level", "require_relative"})
-        recipe["segment"] = config.view.segment.model_dump(mode="json")
-        return ExampleMaker(lambda piece, seed, draw: hierarchy_examples(piece, leaves[piece.example_id], config), recipe)
+        leaves, train = stem_leaves_by_piece(dataset_dir, config.hierarchy)
+        fields = {"hierarchy", "target_leaf", "levels", "single_level", "require_relative", "data_reduction"}
+        recipe = {"family": self.name, "segment": config.view.segment.model_dump(mode="json")} | config.model_dump(mode="json", include=fields)
+
+        def make(piece: Piece, seed: int, draw: int) -> list[dict[str, np.ndarray]]:
+            return hierarchy_examples(piece, leaves[piece.example_id], config, seed, reduce=piece.example_id in train)
+
+        return ExampleMaker(make, recipe)
 
     def build(self, config: HierarchicalConfig, data: ViewSpec) -> nn.Module:
         return HierarchicalModel(config, data)
@@ -252,7 +285,7 @@ class Hierarchical(ModelFamily):
     def loss(self, model: HierarchicalModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         core = getattr(model, "module", model)  # under DDP the forward goes through the wrapper, the rest to the model
         levels = core.levels(batch)
-        loss = core.level_loss(model(levels["mix_mag"]), levels)
+        loss = core.level_loss(model(levels["mix_mag"]), levels, batch.get("leaf_known"))
         return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: HierarchicalModel, batches: Iterable[Batch]) -> dict[str, float]:
