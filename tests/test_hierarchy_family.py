@@ -270,3 +270,30 @@ def test_a_removed_leaf_target_gives_the_leaf_mask_no_gradient():
     masks = torch.rand(2, 3, *levels["mix_mag"].shape[1:], requires_grad=True)
     model.level_loss(masks, levels, torch.tensor([0.0, 1.0])).backward()
     assert (masks.grad[0, 0] == 0).all() and (masks.grad[1, 0] != 0).any() and (masks.grad[0, 1:] != 0).any()
+
+
+def test_stem_leaves_are_read_per_piece_and_a_set_of_another_hierarchy_is_refused(tmp_path):
+    """The maker reads (example_id, stem_leaves) of every split: a minimal manifest and one file per split."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.data.manifest import FORMAT, MANIFEST
+    from components.errors import PartitaError
+    from components.models.hierarchical import stem_leaves_by_piece
+
+    def built(leaves_by_split: dict) -> None:
+        splits = {}
+        for split, rows in leaves_by_split.items():
+            (tmp_path / split).mkdir(exist_ok=True)
+            pq.write_table(pa.table({"example_id": [i for i, _ in rows], "stem_leaves": [leaves for _, leaves in rows]}), tmp_path / split / "part.parquet")
+            splits[split] = {"files": [{"path": f"{split}/part.parquet"}]}
+        (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "kind": "multitrack", "splits": splits}))
+
+    built({"train": [(0, ["drums", "clean guitars"]), (1, ["drums"])], "valid": [(2, ["brass"])], "test": [(3, ["drums"])]})
+    leaves, train = stem_leaves_by_piece(tmp_path, "hierarchy-18")
+    assert leaves == {0: ["drums", "clean guitars"], 1: ["drums"], 2: ["brass"], 3: ["drums"]} and train == {0, 1}
+    built({"train": [(0, ["bowed strings"])], "valid": [(2, ["brass"])], "test": [(3, ["drums"])]})  # the thesis' leaf name, not ours
+    with pytest.raises(PartitaError, match="leaves \\['bowed strings'\\] that hierarchy-18 does not have.*fix: set model.hierarchy"):
+        stem_leaves_by_piece(tmp_path, "hierarchy-18")
