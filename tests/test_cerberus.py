@@ -125,6 +125,9 @@ def test_the_family_trains_and_scores_both_heads_and_the_transcription():
     model = CERBERUS.build(config, ViewSpec(sample_rate=1000, classes=("Piano", "Drums")))
     loss, logs = CERBERUS.loss(model, batch)
     loss.backward()
+    wrapped = torch.nn.Module()  # what DDP hands the loss with several workers: a forwarding wrapper, no config
+    wrapped.module, wrapped.forward = model, model.forward
+    assert CERBERUS.loss(wrapped, batch)[1]["loss"] == pytest.approx(logs["loss"])
     assert set(logs) == {"loss", "loss_dc", "loss_mi", "loss_tr"}
     assert logs["loss"] == pytest.approx(0.1 * logs["loss_dc"] + 0.1 * logs["loss_mi"] + 0.8 * logs["loss_tr"], rel=1e-5)
     with torch.no_grad():

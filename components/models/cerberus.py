@@ -161,8 +161,9 @@ class Cerberus(ModelFamily):
         return CerberusModel(config, data)
 
     def loss(self, model: CerberusModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        losses = cerberus_losses(model(batch["mix_mag"]), batch, model.config)
-        total = weighted_loss(losses, model.config.weights)
+        config = getattr(model, "module", model).config  # under DDP the trainer passes the wrapper, which has no config
+        losses = cerberus_losses(model(batch["mix_mag"]), batch, config)
+        total = weighted_loss(losses, config.weights)
         return total, {"loss": float(total.detach())} | {f"loss_{head}": float(value.detach()) for head, value in losses.items()}
 
     def separate(self, model: CerberusModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, CerberusOutput]:
