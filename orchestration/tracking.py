@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 import urllib.error
@@ -130,6 +131,15 @@ def find_or_create_run(experiment_id: str, run_key: str, run_name: str, tags: di
     return run.info.run_id
 
 
+def mlflow_key(name: str) -> str:
+    """`name` with each character MLflow refuses in a param, metric or tag key replaced by "_".
+
+    Config keys come from user YAML (a sweep variant named "pTS(s)" becomes the param
+    "sweep.variants.pTS(s).model.schedule"), and MLflow accepts only alphanumerics and _ - . : / and space.
+    """
+    return re.sub(r"[^\w\-.:/ ]", "_", name, flags=re.ASCII)
+
+
 class RunLogger:
     """Logs into one existing MLflow run by id (from any process: driver, trial or worker)."""
 
@@ -141,14 +151,14 @@ class RunLogger:
         from mlflow.entities import Param
 
         logged = self.client.get_run(self.run_id).data.params
-        fresh = [Param(k, v) for k, v in params.items() if k not in logged]
+        fresh = [Param(mlflow_key(k), v) for k, v in params.items() if mlflow_key(k) not in logged]
         for start in range(0, len(fresh), 100):  # MLflow's batch limit
             self.client.log_batch(self.run_id, params=fresh[start : start + 100])
 
     def tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(mlflow_key(k), str(v)) for k, v in tags.items()])
 
     def dataset(self, manifest: dict, path: Path, context: str = "train") -> None:
         """The data set as an MLflow dataset input: name, content hash, the split trained on, its folder."""
@@ -167,7 +177,7 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+        self.client.log_batch(self.run_id, metrics=[Metric(mlflow_key(k), float(v), now, step) for k, v in values.items()])
 
     def figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)

@@ -1,0 +1,27 @@
+"""Logging keys MLflow would refuse: they arrive with the offending characters replaced, and the rest of the key intact."""
+
+from __future__ import annotations
+
+from mlflow.utils.validation import _validate_metric_name, _validate_param_name
+
+from orchestration.tracking import RunLogger, client, ensure_experiment, find_or_create_run, mlflow_key
+
+
+def test_keys_from_user_names_are_made_acceptable_to_mlflow():
+    assert mlflow_key("sweep.variants.pTS(s).model.schedule") == "sweep.variants.pTS_s_.model.schedule"
+    assert mlflow_key("test/T'/f1") == "test/T_/f1"
+    assert mlflow_key("val/si_sdri_bass: 1-2") == "val/si_sdri_bass: 1-2"  # already acceptable: unchanged
+    for key in ("a(b)", "x'y", "é", "k=v"):
+        _validate_param_name(mlflow_key(key))
+        _validate_metric_name(mlflow_key(key))
+
+
+def test_a_run_logs_params_metrics_and_tags_under_such_keys(isolated_home):
+    run_id = find_or_create_run(ensure_experiment("tracking-keys"), "keys", "keys", {})
+    logger = RunLogger(run_id)
+    logger.params({"sweep.variants.pTS(s).model.schedule": "joint"})
+    logger.metrics({"test/T'/f1": 0.5}, 0)
+    logger.tags({"note(1)": "x"})
+    data = client().get_run(run_id).data
+    assert data.params["sweep.variants.pTS_s_.model.schedule"] == "joint"
+    assert data.metrics["test/T_/f1"] == 0.5 and data.tags["note_1_"] == "x"
