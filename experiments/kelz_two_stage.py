@@ -45,7 +45,7 @@ def load_denoiser(model_config, checkpoint: str):
     import ray.train
     import torch
 
-    from components.models import get_family
+    from components.models.registry import get_family
 
     model = get_family(FAMILY).build(model_config, None)  # the U-Net's shape depends on its config only
     with ray.train.Checkpoint(checkpoint).as_directory() as folder:

@@ -26,7 +26,7 @@ RECORD = "apply.json"  # what was applied to what, written last
 
 
 def families_with_apply() -> list[str]:
-    from components.models import FAMILIES
+    from components.models.registry import FAMILIES
     from components.models.base import ModelFamily
 
     return sorted(name for name, family in FAMILIES.items() if type(family).apply is not ModelFamily.apply)
@@ -54,7 +54,7 @@ def load_trained(run_id: str, uri: str | None = None, score: Path | None = None)
     """
     import ray.train
 
-    from components.models import get_family
+    from components.models.registry import get_family
     from orchestration.config import validate
     from orchestration.probe import resolve_training_run
     from orchestration.tracking import client

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from components.data.catalog import PIANO_DOMAINS, SLAKH_LIKE, DataConfig
 from components.errors import PartitaError
-from components.models import FAMILIES, get_family
+from components.models.registry import FAMILIES, get_family
 from components.models.base import ModelConfig
 from components.probes import ProbeConfig
 from components.schema import StrictModel

@@ -22,7 +22,7 @@ from orchestration.trainer import CHECKPOINT_TAG
 
 def resolve_training_run(run_id: str, uri: str | None = None):
     """The MLflow training run behind `run_id`; for a sweep's parent, its best finished child."""
-    from components.models import get_family
+    from components.models.registry import get_family
 
     mlflow = client(uri)
     try:
@@ -54,7 +54,7 @@ def _probe_task(config_tree: dict, checkpoint_uri: str, data_path: str) -> dict:
     import ray.train
 
     from components.data.catalog import open_dataset
-    from components.models import get_family
+    from components.models.registry import get_family
     from components.probes import accuracy, check_probe_data, extract, train_probe
 
     config = validate(config_tree)
@@ -77,7 +77,7 @@ def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None 
     """Probe a training run (or a sweep's best run); returns {"run_id", "valid", "test"} accuracies."""
     import ray
 
-    from components.models import FAMILIES, get_family
+    from components.models.registry import FAMILIES, get_family
     from orchestration.data_build import dataset_dir
     from orchestration.runtime import init_ray
 

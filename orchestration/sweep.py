@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components.errors import PartitaError
-from components.models import get_family
+from components.models.registry import get_family
 from orchestration import paths
 from orchestration.config import ExperimentConfig, validate
 from orchestration.data_build import build

@@ -80,7 +80,7 @@ def run_loop(loop_config: dict, session) -> None:
     import torch.distributed as dist
 
     from components.errors import PartitaError
-    from components.models import get_family
+    from components.models.registry import get_family
     from orchestration.config import validate
     from orchestration.tracking import RunLogger
     from orchestration.view_stream import training_data

@@ -25,6 +25,7 @@ by Ray Data at run time, so the order is not reproduced exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +41,7 @@ TRAIN = "train"
 
 def view_of(config):
     """The view of the run's family, or None for a chord-set family."""
-    from components.models import get_family
+    from components.models.registry import get_family
 
     return get_family(config.model.family).view(config.model)
 
@@ -62,6 +63,15 @@ def check_data_kind(config, data_path: Path) -> None:
         )
     if view is not None:
         check_view(data_path, view)
+
+
+def family_maker(family: str, model: dict, dataset_dir: str) -> "ExampleMaker | None":
+    """A family's own example maker (`ModelFamily.example_maker`), rebuilt from its name and model config dump:
+    what a Ray Data actor can be given (plain data, no live objects)."""
+    from components.models.registry import get_family
+
+    owner = get_family(family)
+    return owner.example_maker(owner.config_class.model_validate(model), Path(dataset_dir))
 
 
 def stream_passes(config, pieces: int) -> int:
@@ -102,9 +112,7 @@ def train_datasets(config, data_path: Path, passes: int | None = None) -> dict:
             "seed": config.train.seed,
             "sample_rate": manifest["sample_rate"],
             # plain data, so each actor rebuilds the family's own example maker, if it has one
-            "family": config.model.family,
-            "model": config.model.model_dump(mode="json"),
-            "dataset_dir": str(data_path),
+            "own_maker": functools.partial(family_maker, config.model.family, config.model.model_dump(mode="json"), str(data_path)),
         },
         batch_size=1,  # a piece at a time: the actor yields its examples, memory holds one piece
         compute=ray.data.ActorPoolStrategy(size=config.train.data_actors),
@@ -135,7 +143,7 @@ class InMemoryTrainingData:
 
     def __init__(self, data_path: Path, config, session, per_worker: int):
         from components.data.catalog import open_dataset
-        from components.models import get_family
+        from components.models.registry import get_family
 
         data = get_family(config.model.family).open_data(config.model, data_path) or open_dataset(data_path)
         self.spec, self.train = data.spec, data.split(TRAIN)
@@ -173,7 +181,7 @@ class ViewTrainingData:
     def __init__(self, data_path: Path, config, view, session, per_worker: int):
         from components.data.multitrack.featurize import ViewFeaturizer
         from components.data.multitrack.fixed import load_fixed
-        from components.models import get_family
+        from components.models.registry import get_family
         from components.models.base import ViewSpec
 
         manifest = read_manifest(data_path)

@@ -12,7 +12,7 @@ import soundfile
 import torch
 
 from components.errors import PartitaError
-from components.models import get_family
+from components.models.registry import get_family
 from components.models.base import ViewSpec
 from orchestration.apply import RECORD, apply_run, families_with_apply, read_audio, write_outputs
 from orchestration.cli import main

@@ -8,7 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from components.errors import PartitaError
-from components.models import get_family
+from components.models.registry import get_family
 from components.models.autoencoders import (
     AutoencoderConfig,
     SupervisedCNNConfig,

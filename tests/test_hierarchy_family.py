@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from components.data.multitrack.reader import Piece
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.rolls import NoteTable
-from components.models import get_family
+from components.models.registry import get_family
 from components.models.base import ViewSpec
 from components.models.hierarchical import LEVELS, HierarchicalConfig, hierarchy_examples
 from orchestration.reports import _effective, _paper_row, load_paper

@@ -5,6 +5,8 @@ No Ray: the stage is called directly, as a Ray Data actor would call it."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ from components.data.manifest import FORMAT, write_manifest
 from components.data.multitrack.featurize import ExampleStage, piece_locations
 from components.data.multitrack.fixed import cache_key, load_fixed, make_fixed
 from components.models.base import ModelFamily
+from orchestration.view_stream import family_maker
 from components.models.jointist.family import JOINTIST, JointistConfig
 
 RATE = 1600
@@ -62,7 +65,7 @@ def stage_batches(dataset, passes=(0,)) -> list[dict]:
     locations = piece_locations([dataset / "train.parquet"])
     columns = {key: np.array([loc[key] for loc in locations for _ in passes]) for key in ("path", "row_group")}
     columns["pass"] = np.array([p for _ in locations for p in passes])
-    stage = ExampleStage(JOINTIST.view(model).model_dump(mode="json"), seed=0, sample_rate=RATE, family="jointist", model=model.model_dump(mode="json"), dataset_dir=str(dataset))
+    stage = ExampleStage(JOINTIST.view(model).model_dump(mode="json"), seed=0, sample_rate=RATE, own_maker=functools.partial(family_maker, "jointist", model.model_dump(mode="json"), str(dataset)))
     return list(stage(columns))
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from components.models import get_family
+from components.models.registry import get_family
 from orchestration import tracking
 from tests.test_mlflow_server import _rest, server  # noqa: F401 (a real mlflow server for this module)
 

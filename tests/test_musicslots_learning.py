@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from components.data.catalog import open_dataset
-from components.models import get_family
+from components.models.registry import get_family
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.train_loop import lr_factor

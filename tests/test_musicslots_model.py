@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from components.data.features import power_to_db
 from components.errors import PartitaError
-from components.models import get_family
+from components.models.registry import get_family
 from components.models.base import DataSpec
 from components.models.musicslots import MusicSlotsConfig, compose
 

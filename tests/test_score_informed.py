@@ -12,7 +12,7 @@ from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.rolls import KEYS
 from components.data.multitrack.view import StftConfig
 from components.errors import PartitaError
-from components.models import get_family
+from components.models.registry import get_family
 from components.models.base import ViewSpec
 from components.models.score_informed import (
     SCORE_INFORMED,

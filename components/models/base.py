@@ -5,7 +5,7 @@ through `ModelFamily`: build a module from its config, compute the loss on a
 batch, evaluate on batches, optionally draw a figure and apply a trained model to a
 recording. A new family is one
 module defining a `ModelConfig` subclass and a `ModelFamily` subclass, plus one
-line in `components.models.FAMILIES`.
+line in `components.models.registry`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, ClassVar, Iterable, Literal
 
 import torch
+from components.data.spec import Batch, DataSpec, ExampleMaker  # data-side types, re-exported for the families
 from components.schema import StrictModel
 
 if TYPE_CHECKING:
@@ -23,10 +24,8 @@ if TYPE_CHECKING:
     import pretty_midi
     from matplotlib.figure import Figure
 
-    from components.data.multitrack.reader import Piece
     from components.data.multitrack.view import ViewConfig
 
-Batch = dict[str, torch.Tensor]
 Applied = "np.ndarray | pretty_midi.PrettyMIDI | Figure | dict"
 
 
@@ -35,44 +34,11 @@ class ModelConfig(StrictModel):
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the data it is trained on."""
-
-    input_shape: tuple[int, int, int]  # (channels, mel bins, frames)
-    pitches: tuple[int, ...]  # MIDI pitch vocabulary, ascending
-    programs: tuple[int, ...]  # GM program vocabulary, ascending
-    max_notes: int
-
-    @property
-    def n_pitches(self) -> int:
-        return len(self.pitches)
-
-    @property
-    def n_programs(self) -> int:
-        return len(self.programs)
-
-
-@dataclass(frozen=True)
 class ViewSpec:
     """What a model trained on a multi-track view needs to know about the data set."""
 
     sample_rate: int
     classes: tuple[str, ...]  # the instrument classes of the set's taxonomy
-
-
-@dataclass(frozen=True)
-class ExampleMaker:
-    """A family's own examples from a piece, in place of its view's (which mix a few chosen stems).
-
-    `make(piece, seed, draw)` -> the piece's examples in segment order, each a dict of numpy arrays
-    with `piece` and `start`; `draw` numbers independent draws (stream passes; 0 for the fixed
-    validation and test examples). The model featurises them itself: the view's featurizer knows
-    only the view's own examples. `recipe` (JSON-able) is everything besides the data set and the
-    seed that decides the examples: it keys the cache of fixed examples.
-    """
-
-    make: "Callable[[Piece, int, int], list[dict[str, np.ndarray]]]"
-    recipe: dict
 
 
 @dataclass

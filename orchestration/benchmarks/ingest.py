@@ -108,7 +108,7 @@ def _consumed(config, data_path: Path, steps: int = 8) -> float:
     import torch
 
     from components.data.manifest import read_manifest
-    from components.models import get_family
+    from components.models.registry import get_family
     from components.models.base import ViewSpec
     from orchestration.view_stream import train_datasets
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from components.data.catalog import DataConfig, open_dataset
-from components.models import get_family
+from components.models.registry import get_family
 from orchestration.benchmarks import Figure, register
 from orchestration.config import ExperimentConfig, load_config
 from orchestration.data_build import build

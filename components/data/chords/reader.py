@@ -23,7 +23,7 @@ import torch
 from components.data.chords.recipe import MAX_NOTES, NOTES_SPLIT
 from components.data.manifest import check_file, read_manifest
 from components.errors import PartitaError
-from components.models.base import Batch, DataSpec
+from components.data.spec import Batch, DataSpec
 
 SILENCE_DB = -100.0  # below any floor: what an absent note "sounds" like
 

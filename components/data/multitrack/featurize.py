@@ -28,7 +28,7 @@ from components.data.multitrack.reader import Piece
 from components.data.multitrack.view import ViewConfig
 
 if TYPE_CHECKING:
-    from components.models.base import ExampleMaker
+    from components.data.spec import ExampleMaker
 
 
 class ViewFeaturizer(torch.nn.Module):
@@ -77,15 +77,6 @@ class ViewFeaturizer(torch.nn.Module):
         return {key: value.numpy() for key, value in out.items()}
 
 
-def family_maker(family: str, model: dict, dataset_dir: str | Path) -> "ExampleMaker | None":
-    """A family's own example maker (`ModelFamily.example_maker`), rebuilt from its name and model config dump:
-    what a Ray Data actor can be given (plain data, no live objects)."""
-    from components.models import get_family  # not at the top: components.models imports this module
-
-    owner = get_family(family)
-    return owner.example_maker(owner.config_class.model_validate(model), Path(dataset_dir))
-
-
 def example_maker(view: ViewConfig, own: "ExampleMaker | None") -> Callable[[Piece, int, int], list[dict[str, np.ndarray]]]:
     """`make(piece, seed, draw)`: the family's own examples, or else the view's."""
     return own.make if own is not None else lambda piece, seed, draw: piece_examples(piece, view, seed, draw)
@@ -95,17 +86,18 @@ class ExampleStage:
     """A Ray Data stage: batches of piece locations {path, row_group[, pass]} -> batches of examples.
 
     Reads each piece's stems, classes and notes (one row group of a built split:
-    one piece), cuts, filters and mixes it (or lets the family `family` make its own
-    examples, given its `model` config and the set at `dataset_dir`), then featurises
+    one piece), cuts, filters and mixes it (or, given `own_maker`, a zero-argument
+    factory of a family's `ExampleMaker` called inside the actor, lets the family make
+    its own examples), then featurises
     the view's examples here unless the view featurises on the trainer; a family's own
     examples go out as made. Yields one batch per piece (none for a piece without a
     salient segment), so memory holds one piece at a time.
     """
 
-    def __init__(self, view: dict, seed: int, sample_rate: int, family: str | None = None, model: dict | None = None, dataset_dir: str | None = None):
+    def __init__(self, view: dict, seed: int, sample_rate: int, own_maker: "Callable[[], ExampleMaker | None] | None" = None):
         self.view, self.seed = ViewConfig.model_validate(view), seed
         torch.set_num_threads(1)  # one actor per CPU: intra-op threads would only contend
-        own = family_maker(family, model, dataset_dir) if family is not None else None
+        own = own_maker() if own_maker is not None else None
         self.make = example_maker(self.view, own)
         self.featurizer = ViewFeaturizer(self.view, sample_rate) if own is None and self.view.featurise_on == "data" else None
 

@@ -26,7 +26,7 @@ from components.data.multitrack.featurize import example_maker
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.view import ViewConfig
 from components.data.splits import files
-from components.models.base import ExampleMaker
+from components.data.spec import ExampleMaker
 
 # bump when the same view would now cut different examples
 VERSION = 2  # 2: a draw number in the stems rng (stream passes)

@@ -81,7 +81,7 @@ class PianoSnippets:
     """A built piano-domains set as aligned snippets: `.spec`, `.split(name)`, `.dictionary` (D_T)."""
 
     def __init__(self, path: Path, config: SnippetConfig, family: str = "kelz"):
-        from components.models.base import DataSpec  # here: components.models imports this module (Kelz's family)
+        from components.data.spec import DataSpec
 
         self.path, self.config = Path(path), config
         manifest = check_piano_domains(self.path, family)

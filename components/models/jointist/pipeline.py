@@ -20,7 +20,6 @@ import torch
 from components.data.multitrack.taxonomy import load_classes
 from components.errors import PartitaError
 from components.models.jointist.decode import decode_notes, to_midi
-from components.models.jointist.family import JointistModel
 from components.models.jointist.separator import roll_input, with_mixture_phase
 
 THRESHOLD = 0.5  # f_IR's decision threshold (jointist.md)
@@ -52,7 +51,7 @@ def level_dbfs(audio: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def analyse(recognizer: JointistModel | None, performer: JointistModel | None, waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
+def analyse(recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | None", waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
     """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate."""
     if recognizer is None and performer is None:
         raise ValueError("analyse needs f_IR, f_T or f_MSS: pass a recognizer or a performer")
