@@ -68,3 +68,9 @@ def test_hierarchy_file_needs_unique_nodes(tmp_path):
         load_hierarchy(str(path))
     path.write_text(f"name: t\nversion: 1\ngroups:\n  g:\n    f:\n      low: [0]\n      other: [{rest}]\n")
     assert load_hierarchy(str(path)).leaves_under("g") == ("low", "other")
+
+
+def test_class_keys_are_the_names_in_lower_snake_case():
+    from components.data.multitrack.taxonomy import class_key
+
+    assert [class_key(name) for name in ("Electric Guitar", "Piano", "Synth Pad")] == ["electric_guitar", "piano", "synth_pad"]

@@ -22,6 +22,7 @@ from torch import nn
 from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.rolls import KEYS
 from components.data.multitrack.segments import SegmentConfig
+from components.data.multitrack.taxonomy import class_key
 from components.data.multitrack.view import ViewConfig
 from components.errors import PartitaError
 from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
@@ -211,8 +212,7 @@ class Cerberus(ModelFamily):
         metrics |= scores.means() | {"dc_sdr": float(np.nanmean(np.concatenate(dc_sdr)))}
         metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
         for s, name in enumerate(classes):  # Table 3.3 is per instrument
-            key = name.lower().replace(" ", "_")
-            metrics |= {f"sdr_{key}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{key}": notes[s].scores().f1}
+            metrics |= {f"sdr_{class_key(name)}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{class_key(name)}": notes[s].scores().f1}
         return metrics
 
     def figure(self, model: CerberusModel, batch: Batch):
@@ -267,8 +267,7 @@ class Cerberus(ModelFamily):
         files: dict = {}
         for s, name in enumerate(view.classes):
             notes = roll_to_notes(rolls[s].T, frames_per_second=fps, frame_threshold=note_threshold(name))
-            stem = name.lower().replace(" ", "_")
-            files |= {f"{stem}.wav": stems[s], f"{stem}.mid": to_midi({name: notes}, taxonomy)}
+            files |= {f"{class_key(name)}.wav": stems[s], f"{class_key(name)}.mid": to_midi({name: notes}, taxonomy)}
         return files
 
 

@@ -28,6 +28,7 @@ from torch import nn
 from components.data.multitrack.featurize import ViewFeaturizer
 from components.data.multitrack.rolls import FRAME, KEYS, LOWEST, NoteTable, piano_rolls
 from components.data.multitrack.segments import SegmentConfig
+from components.data.multitrack.taxonomy import class_key
 from components.data.multitrack.view import ViewConfig
 from components.errors import PartitaError
 from components.losses.separation import tpsa_loss
@@ -247,10 +248,6 @@ def controllability(model: ScoreInformedModel, batches: Iterable[Batch], subsets
     return Controllability(source, step, hamming, delta, model.class_names)
 
 
-def key_of(name: str) -> str:
-    return name.lower().replace(" ", "_")
-
-
 class ScoreInformed(ModelFamily):
     name = "score_informed"
     config_class = ScoreInformedConfig
@@ -301,10 +298,10 @@ class ScoreInformed(ModelFamily):
             # a source silent over a whole segment has no SI-SDR (NaN): the view's onset filter keeps them out
             improvement = scores["si_sdri"]  # [examples, S]
             metrics |= scores.means()
-            metrics |= {f"si_sdri_{key_of(name)}": float(np.nanmean(improvement[:, s])) for s, name in enumerate(names)}
+            metrics |= {f"si_sdri_{class_key(name)}": float(np.nanmean(improvement[:, s])) for s, name in enumerate(names)}
         else:
             metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
-            metrics |= {f"note_f1_{key_of(name)}": notes[s].scores().f1 for s, name in enumerate(names)}
+            metrics |= {f"note_f1_{class_key(name)}": notes[s].scores().f1 for s, name in enumerate(names)}
         return metrics
 
     def apply(self, model: ScoreInformedModel, audio: torch.Tensor, data: ViewSpec) -> dict:
@@ -325,7 +322,7 @@ class ScoreInformed(ModelFamily):
         rolls, report = score_rolls(midi, model.class_names, frames, data.sample_rate / config.view.stft.hop_length)
         report["audio_seconds"] = len(audio) / data.sample_rate
         estimates = separate(model, audio[None], model.binary_rolls(torch.from_numpy(rolls)[None].to(audio.device)))[0][0]
-        wavs = {f"{key_of(name)}.wav": estimates[s].float().cpu().numpy() for s, name in enumerate(model.class_names)}
+        wavs = {f"{class_key(name)}.wav": estimates[s].float().cpu().numpy() for s, name in enumerate(model.class_names)}
         return wavs | {"score.json": report}
 
 

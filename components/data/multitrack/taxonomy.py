@@ -27,6 +27,11 @@ PROGRAMS = range(DRUMS + 1)
 BUNDLED = Path(__file__).resolve().parents[2] / "taxonomies"
 
 
+def class_key(name: str) -> str:
+    """A class name as a metric-key and file-name fragment: 'Electric Guitar' -> 'electric_guitar'."""
+    return name.lower().replace(" ", "_")
+
+
 def taxonomy_path(name_or_path: str) -> Path:
     """A bundled taxonomy by name ('jointist-39') or a YAML file by path."""
     path = Path(name_or_path).expanduser()

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from components.data.multitrack.segments import SegmentConfig
+from components.data.multitrack.taxonomy import class_key
 from components.data.multitrack.view import ViewConfig
 from components.metrics.separation import aggregate, sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
@@ -292,11 +293,10 @@ class Jointist(ModelFamily):
             decided = f"f_MSS (no f_IR in this run): every class asked about, kept if its stem is at least {model.config.segment.min_dbfs:g} dBFS"
         outputs: dict = {"instruments.json": {"instruments": result.instruments, "decided_by": decided, "scores": result.scores}}
         for name in result.instruments:
-            file = name.lower().replace(" ", "-")
             if name in result.notes:
-                outputs[f"{file}.mid"] = result.midi([name])
+                outputs[f"{class_key(name)}.mid"] = result.midi([name])
             if name in result.stems:
-                outputs[f"{file}.wav"] = result.stems[name]
+                outputs[f"{class_key(name)}.wav"] = result.stems[name]
         return outputs
 
     def figure(self, model: JointistModel, batch: Batch):
