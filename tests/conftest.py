@@ -75,3 +75,25 @@ def small_chords(ray_session, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("data")
     return build(DataConfig(name="jazznet-multi", root=str(root), chords={"limit_chords": 40}), workers=2)
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port for the session (15-40 s to start)."""
+    from tests.services import mlflow_server_on_loopback
+
+    with mlflow_server_on_loopback(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def submitted_sweep(tracking_server, tmp_path_factory):
+    """The smoke mask ablation as a user submits it to a cluster, tracked by the session's server.
+
+    One run, read by every test of what a sweep leaves behind (tests/services.py says which);
+    the head node is stopped as soon as the job has ended.
+    """
+    from tests.services import ray_head_node, submit_smoke_sweep
+
+    with ray_head_node(processes_mentioning) as head:
+        return submit_smoke_sweep(head, tracking_server.uri, tmp_path_factory.mktemp("sweep-home"))

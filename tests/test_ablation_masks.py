@@ -1,22 +1,19 @@
-"""The mask-normalisation ablation end to end: Tune + Ray Train into a temporary SQLite MLflow."""
+"""The mask-normalisation ablation end to end (Tune + Ray Train, submitted as a job, tracked by an MLflow server), and its bad input."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from orchestration import paths
 from orchestration.tracking import PARENT_TAG, client
+from tests.entry_points import run_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0", "--set", "data.chords.limit_chords=24"]
@@ -30,13 +27,13 @@ def load_script(name: str):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_logs_a_parent_run_and_one_child_per_mask_norm(ray_session, capsys):
-    assert load_script("ablation_masks").main(SMOKE) == 0
-    printed = capsys.readouterr().out
+@pytest.mark.timeout(1200)
+def test_smoke_sweep_logs_a_parent_run_and_one_child_per_mask_norm(submitted_sweep):
+    printed = submitted_sweep.logs
     assert "MusicSlots-none" in printed and "44.49 ± 0.62" in printed  # the paper's number beside ours
     assert "A pipeline check, not a result" in printed and "ablation_masks.py --preset cpu" in printed  # smoke says so, and what learns
 
-    mlflow = client()
+    mlflow = client(submitted_sweep.tracking_uri)
     experiment = mlflow.get_experiment_by_name("musicslots-ablation-masks")
     runs = mlflow.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("partita.kind") == "sweep"]
@@ -62,29 +59,27 @@ def test_smoke_sweep_logs_a_parent_run_and_one_child_per_mask_norm(ray_session, 
     assert parent.info.status == "FINISHED"
 
 
-def test_bad_sweep_input_fails_before_any_training(tmp_path):
+def test_bad_sweep_input_fails_before_any_training(tmp_path, capsys):
     cases = [
         (["--set", "model.mask_norm=soft"], "model.mask_norm = 'soft'"),
         (["--set", "sweep.grid.model.mask_norm=[none, softmx]"], "grid value 'softmx'"),
         (["--dataset", "jsb-mutli"], "unknown data set 'jsb-mutli'"),
         (["--set", "train.nope=1"], "config key 'train.nope' does not exist"),
     ]
-    env = os.environ | {"PARTITA_HOME": str(tmp_path)}
     for extra, message in cases:
-        result = subprocess.run(
-            [sys.executable, "experiments/ablation_masks.py", *SMOKE, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
+        result = run_entry_point(["experiments/ablation_masks.py", *SMOKE, *extra], {"PARTITA_HOME": str(tmp_path)}, capsys)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "fix:" in result.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
 def test_unreachable_tracking_server_fails_before_training(tmp_path):
+    """Through a real process: the exit code and the one line a shell sees."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     env = os.environ | {"PARTITA_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
     result = subprocess.run([sys.executable, "experiments/ablation_masks.py", *SMOKE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in result.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()

@@ -1,17 +1,19 @@
-"""The bad-input table: each case gets a one-line error naming the problem and the fix, exit 2, and no output."""
+"""The bad-input table: each case gets a one-line error naming the problem and the fix, exit 2, and no output.
+
+The entry points run in-process as a shell runs them (tests/entry_points.py).
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from components.data.chords.reader import ChordData
 from components.errors import PartitaError
+from tests.entry_points import run_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0"]
@@ -44,17 +46,16 @@ CASES = {
 }
 
 
-def _run(args: list[str], tmp_path: Path, home: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], tmp_path: Path, home: Path, capsys) -> SimpleNamespace:
     files = {"bad_yaml": "bad.yaml", "good_yaml": "good.yaml", "bad_jsb": "bad.json", "good_jsb": "good.json", "fonts": "fonts"}
     args = [arg.replace("{trained_run}", _a_training_run(home)) if arg == "{trained_run}" else arg for arg in args]
     for key, name in files.items():
         args = [arg.replace("{" + key + "}", str(tmp_path / name)) for arg in args]
-    env = os.environ | {"PARTITA_HOME": str(home), "PARTITA_JSB_URL": "http://127.0.0.1:9/jsb-chorales-quarter.json"}
+    env = {"PARTITA_HOME": str(home), "PARTITA_JSB_URL": "http://127.0.0.1:9/jsb-chorales-quarter.json"}
     while "=" in args[0]:  # leading NAME=value: the environment a fix asks for
         key, value = args.pop(0).split("=", 1)
         env[key] = value
-    command = [sys.executable, "-m", "orchestration.cli", *args[1:]] if args[0] == "partita" else [sys.executable, *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_entry_point(args, env, capsys)
 
 
 def _a_training_run(home: Path) -> str:
@@ -81,10 +82,10 @@ def input_files(tmp_path):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_fails_with_one_line_writes_nothing_and_its_fix_gets_past_it(case, input_files):
+def test_bad_input_fails_with_one_line_writes_nothing_and_its_fix_gets_past_it(case, input_files, capsys):
     args, message, fix = CASES[case]
     home = input_files / "home"
-    result = _run(list(args), input_files, home)
+    result = _run(list(args), input_files, home, capsys)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip() and "mlflow.store.db.utils" not in line]
     assert len(lines) == 1, result.stderr
@@ -92,7 +93,7 @@ def test_bad_input_fails_with_one_line_writes_nothing_and_its_fix_gets_past_it(c
     leftovers = [p for p in home.rglob("*") if p.is_file() and p.name != "mlflow.db"] if home.exists() else []
     assert not leftovers, leftovers
 
-    fixed = _run(list(fix), input_files, input_files / "home-fixed")
+    fixed = _run(list(fix), input_files, input_files / "home-fixed", capsys)
     assert message not in fixed.stderr, f"the printed fix did not get past the error: {fixed.stderr[-2000:]}"
     if "{trained_run}" not in fix:  # probing a run without a checkpoint fails later, for its own reason
         assert fixed.returncode == 0, fixed.stderr[-2000:]

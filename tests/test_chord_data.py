@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from components.data.features import FeatureConfig, LogMel, note_masks, power_to
 from components.data.manifest import read_manifest, staging
 from components.data.synthesis import Note, SynthConfig, Synthesizer
 from components.errors import PartitaError
+from tests.entry_points import run_entry_point
 
 RECIPE = ChordRecipe()
 
@@ -242,12 +241,12 @@ def test_truncated_or_edited_shards_are_detected(small_chords, tmp_path):
         (["jazznet-single", "--set", "chords.velocty=3"], "config key 'chords.velocty' does not exist"),
     ],
 )
-def test_bad_build_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, args, message):
+def test_bad_build_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, args, message, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": 1}))
     args = [str(bad) if a == "{bad}" else a for a in args]
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "orchestration.cli", "data", "build", *args, "--out", str(out)], capture_output=True, text=True, timeout=120)
+    result = run_entry_point(["partita", "data", "build", *args, "--out", str(out)], {}, capsys)
     assert result.returncode == 2
     assert message in result.stderr and "fix:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

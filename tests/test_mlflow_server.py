@@ -1,131 +1,54 @@
-"""A real `mlflow server` on a free loopback port: runs logged over HTTP, read back through the REST API.
-
-One server for the module (it takes 15-40 s to start on two shared cores); it is always stopped,
-with every process it started, even when a test fails.
+"""A real `mlflow server` on a free loopback port (conftest.tracking_server): runs logged over HTTP by
+the submitted smoke sweep's Ray Train workers, read back through the REST API; its Host rules; the
+`partita mlflow` commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from components.errors import PartitaError
 from orchestration import mlflow_server, tracking
+from tests.services import free_ports, rest, tags_of
 
 pytestmark = pytest.mark.timeout(600)
 
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER_SERVER = REPO / "k8s" / "base" / "mlflow" / "server.yaml"
+
+def _a_trial(sweep) -> dict:
+    """One trial of the submitted sweep: a Ray Train run whose workers logged to the server over HTTP."""
+    assert sweep.trials, f"the submitted sweep left no trials: {sweep.status[-500:]}"
+    return sweep.trials[0]
 
 
-def _cluster_allowed_hosts(namespace: str = "partita") -> str:
-    """--allowed-hosts of the cluster's MLflow Deployment, as Kubernetes expands it in the pod."""
-    deployment = next(d for d in yaml.safe_load_all(CLUSTER_SERVER.read_text()) if d and d["kind"] == "Deployment")
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    value = next(a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts="))
-    return value.replace("$(POD_NAMESPACE)", namespace)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    process = mlflow_server.start(
-        host="127.0.0.1",
-        port=port,
-        backend_store_uri=f"sqlite:///{root / 'server.db'}",
-        artifacts_destination=root / "artifacts",
-        workers=1,
-        # the cluster deployment's Host-header rules, so that they are checked against real MLflow
-        allowed_hosts=_cluster_allowed_hosts(),
-        log_path=log,
-    )
-    try:
-        mlflow_server.wait_ready(uri, process, timeout=180, log_path=log)
-        yield SimpleNamespace(uri=uri, port=port, artifacts=root / "artifacts", process=process)
-    finally:
-        mlflow_server.stop(process)
-        assert process.poll() is not None, "the mlflow server is still running"
-        assert not _group_alive(process.pid), "processes started by the mlflow server were left behind"
-
-
-def _rest(uri: str, endpoint: str, **query) -> dict:
-    url = f"{uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-@pytest.fixture(scope="module")
-def trained_run(server, ray_session, small_chords, tmp_path_factory):
-    """A smoke MusicSlots training run (Ray Train) tracked by the server over HTTP; its run id."""
-    from orchestration.config import load_config
-    from orchestration.experiment import CONFIGS
-    from orchestration.trainer import train
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = server.uri
-    try:
-        assert tracking.tracking_uri() == server.uri
-        experiment_id = tracking.ensure_experiment("server-smoke")
-        assert tracking.ensure_experiment("server-smoke") == experiment_id  # found, not created twice
-        config = load_config(
-            [CONFIGS / "musicslots" / "smoke.yaml"],
-            ["train.steps=10", "train.eval_every=10", "train.log_every=5", f"train.storage_path={tmp_path_factory.mktemp('runs')}"],
-            base={"data": {"name": "jazznet-multi", "root": str(small_chords.parent), "chords": {"limit_chords": 40}}},
-        )
-        outcome = train(config, run_key="server-smoke/train", run_name="smoke-seed0", experiment_id=experiment_id)
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-    return outcome["run_id"]
-
-
-def test_training_run_over_http_reads_back_through_rest(server, trained_run):
-    run = _rest(server.uri, "runs/get", run_id=trained_run)["run"]
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_training_run_over_http_reads_back_through_rest(tracking_server, submitted_sweep):
+    run_id = _a_trial(submitted_sweep)["info"]["run_id"]
+    run = rest(tracking_server.uri, "runs/get", run_id=run_id)["run"]
     assert run["info"]["status"] == "FINISHED"
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["model.family"] == "musicslots" and params["train.steps"] == "10" and len(params["data.content_hash"]) == 64
-    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-    assert tags[tracking.RUN_KEY_TAG] == "server-smoke/train"
-    history = _rest(server.uri, "metrics/get-history", run_id=trained_run, metric_key="train/loss")["metrics"]
-    assert sorted(m["step"] for m in history) == [5, 10]
+    assert params["model.family"] == "musicslots" and params["train.steps"] == "20" and len(params["data.content_hash"]) == 64
+    assert tags_of(run)[tracking.RUN_KEY_TAG].endswith("/" + run["info"]["run_name"])  # the sweep's key, then the trial's
+    history = rest(tracking_server.uri, "metrics/get-history", run_id=run_id, metric_key="train/loss")["metrics"]
+    assert sorted(m["step"] for m in history) == [5, 10, 15, 20]
     assert "test/miou" in {m["key"] for m in run["data"]["metrics"]}
 
 
-def test_artifacts_are_proxied_into_the_servers_destination(server, trained_run):
-    run = _rest(server.uri, "runs/get", run_id=trained_run)["run"]
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_artifacts_are_proxied_into_the_servers_destination(tracking_server, submitted_sweep):
+    run_id = _a_trial(submitted_sweep)["info"]["run_id"]
+    run = rest(tracking_server.uri, "runs/get", run_id=run_id)["run"]
     # the workers were given a proxied location, not a path on their own disk
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/"), run["info"]["artifact_uri"]
-    listed = _rest(server.uri, "artifacts/list", run_id=trained_run, path="figures")
+    listed = rest(tracking_server.uri, "artifacts/list", run_id=run_id, path="figures")
     assert [f["path"] for f in listed.get("files", [])] == ["figures/test_decomposition.png"]
+    assert list(tracking_server.artifacts.rglob("test_decomposition.png"))  # stored in the server's destination
 
 
 def _status_with_host(uri: str, host: str) -> int:
@@ -137,24 +60,24 @@ def _status_with_host(uri: str, host: str) -> int:
         return err.code
 
 
-def test_cluster_host_rules_admit_the_service_names_and_port_forwards_only(server):
+def test_cluster_host_rules_admit_the_service_names_and_port_forwards_only(tracking_server):
     # Ray pods use http://mlflow:5000; a port-forward arrives as localhost / 127.0.0.1
-    for host in ("mlflow:5000", "mlflow.partita.svc:5000", "mlflow.partita.svc.cluster.local:5000", "localhost:5000", f"127.0.0.1:{server.port}"):
-        assert _status_with_host(server.uri, host) == 200, host
+    for host in ("mlflow:5000", "mlflow.partita.svc:5000", "mlflow.partita.svc.cluster.local:5000", "localhost:5000", f"127.0.0.1:{tracking_server.port}"):
+        assert _status_with_host(tracking_server.uri, host) == 200, host
     # DNS rebinding: any other name is refused
     for host in ("evil.example.com", "mlflow.evil.example.com:5000", "10.0.0.7:5000"):
-        assert _status_with_host(server.uri, host) == 403, host
+        assert _status_with_host(tracking_server.uri, host) == 403, host
 
 
-def test_port_in_use_is_a_user_error(server):
-    with pytest.raises(PartitaError, match=f"127.0.0.1:{server.port}"):
-        mlflow_server.start(host="127.0.0.1", port=server.port)
+def test_port_in_use_is_a_user_error(tracking_server):
+    with pytest.raises(PartitaError, match=f"127.0.0.1:{tracking_server.port}"):
+        mlflow_server.start(host="127.0.0.1", port=tracking_server.port)
 
 
 def test_ui_without_embedded_database_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PARTITA_HOME", str(tmp_path))
     with pytest.raises(PartitaError, match="no embedded MLflow database"):
-        mlflow_server.ui(port=_free_port())
+        mlflow_server.ui(port=free_ports(1)[0])
 
 
 def test_commands_and_default_locations(tmp_path, monkeypatch):

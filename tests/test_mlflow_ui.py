@@ -1,8 +1,8 @@
 """What a researcher sees in MLflow's UI after a sweep, checked in a real browser.
 
-A smoke sweep (experiments/ablation_masks.py, run as a user runs it) logs into a real `mlflow
-server` on a loopback port (test_mlflow_server's fixture); Debian's headless Chromium then loads
-the links the sweep printed, and the DOM it renders after a budget of virtual time is checked.
+The smoke sweep submitted as a user submits it (conftest.submitted_sweep) logs into a real `mlflow
+server` on a loopback port; Debian's headless Chromium then loads the links the sweep printed, and
+the DOM it renders after a budget of virtual time is checked.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,17 +22,22 @@ import pytest
 
 from components.models.registry import get_family
 from orchestration import tracking
-from tests.test_mlflow_server import _rest, server  # noqa: F401 (a real mlflow server for this module)
+from tests.services import SWEEP_TRIALS as TRIALS
+from tests.services import tags_of as _tags
 
 pytestmark = pytest.mark.timeout(1200)
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture
+def sweep(submitted_sweep):
+    assert submitted_sweep.trials, f"the submitted sweep failed: {submitted_sweep.logs[-3000:]}"
+    return submitted_sweep
+
+
 CHROMIUM = next((path for path in ("/usr/bin/chromium", shutil.which("chromium")) if path and os.access(path, os.X_OK)), None)
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make install adds it when run as root; else: sudo apt-get install chromium)"
 )
-SMOKE = ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0", "--set", "data.chords.limit_chords=24"]
-TRIALS = {"mask_norm=none,seed=0", "mask_norm=sigmoid,seed=0", "mask_norm=softmax,seed=0"}
 SELECTION_METRIC = f"val/{get_family('musicslots').selection_metric}"
 
 
@@ -89,44 +93,11 @@ def render(url: str, profile: Path, budget_ms: int = 20000) -> SimpleNamespace:
     return SimpleNamespace(title=parser.title.strip(), text=re.sub(r"\s+", " ", " ".join(parser.parts)))
 
 
-@pytest.fixture(scope="module")
-def sweep(server, tmp_path_factory):  # noqa: F811
-    """The smoke sweep, run as a user runs it, tracked by the server; what it printed and logged."""
-    home = tmp_path_factory.mktemp("ui-home")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PARTITA_HOME": str(home), "MLFLOW_TRACKING_URI": server.uri}
-    run = subprocess.run(
-        [sys.executable, "experiments/ablation_masks.py", *SMOKE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    printed = dict(re.findall(r"^  (compare the trials|the trials by \S+): (\S+)$", run.stdout, re.M))
-    experiment = _rest(server.uri, "experiments/get-by-name", experiment_name="musicslots-ablation-masks")["experiment"]
-    found = _search(server.uri, experiment["experiment_id"])
-    parent = next(r for r in found if _tags(r).get("partita.kind") == "sweep")
-    trials = [r for r in found if _tags(r).get(tracking.PARENT_TAG) == parent["info"]["run_id"]]
-    return SimpleNamespace(printed=printed, experiment=experiment, parent=parent, trials=trials, stdout=run.stdout)
-
-
-def _search(uri: str, experiment_id: str) -> list[dict]:
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{uri}/api/2.0/mlflow/runs/search",
-        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["runs"]
-
-
-def _tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-
-
 @pytest.mark.slow
-def test_sweep_prints_and_records_the_comparison_of_its_trials(server, sweep):  # noqa: F811
+def test_sweep_prints_and_records_the_comparison_of_its_trials(tracking_server, sweep):
     assert {r["info"]["run_name"] for r in sweep.trials} == TRIALS
     compare = sweep.printed["compare the trials"]
-    assert compare.startswith(f"{server.uri}/#/compare-runs?")
+    assert compare.startswith(f"{tracking_server.uri}/#/compare-runs?")
     runs_in_link = json.loads(unquote(compare.split("runs=", 1)[1].split("&", 1)[0]))
     assert sorted(runs_in_link) == sorted(r["info"]["run_id"] for r in sweep.trials)
     ranked = sweep.printed[f"the trials by {SELECTION_METRIC}"]

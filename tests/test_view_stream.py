@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +13,7 @@ from components.data.multitrack.examples import piece_examples
 from components.data.multitrack.reader import pieces
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
+from tests.entry_points import run_entry_point
 
 SMOKE = [CONFIGS / "mask_inference" / "smoke.yaml", CONFIGS / "separation_two_source.yaml"]
 
@@ -92,12 +90,7 @@ def test_the_same_seed_gives_the_same_first_batch(small_slakh):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PARTITA_HOME": str(home)}
-    return subprocess.run([sys.executable, "experiments/separation_two_source.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def assert_refused(result: subprocess.CompletedProcess, message: str, home: Path) -> None:
+def assert_refused(result, message: str, home: Path) -> None:
     """Exit 2, one line naming the problem and the fix, and nothing written but the MLflow database."""
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip() and "mlflow.store.db.utils" not in line]
@@ -113,9 +106,10 @@ def assert_refused(result: subprocess.CompletedProcess, message: str, home: Path
         (["--set", "model.view.segment.seconds=60", "--set", "model.view.segment.hop_seconds=60"], "segments are longer than every piece"),
     ],
 )
-def test_a_view_the_set_cannot_serve_is_refused_before_anything_is_written(small_slakh, tmp_path, overrides, message):
+def test_a_view_the_set_cannot_serve_is_refused_before_anything_is_written(small_slakh, tmp_path, overrides, message, capsys):
     tiny = [f"--set=data.multitrack.{k}={v}" for k, v in TINY.items()]
-    result = run_script(["--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}", *tiny, *overrides], tmp_path / "home")
+    args = ["experiments/separation_two_source.py", "--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}", *tiny, *overrides]
+    result = run_entry_point(args, {"PARTITA_HOME": str(tmp_path / "home")}, capsys)
     assert_refused(result, message, tmp_path / "home")
 
 
@@ -126,9 +120,8 @@ def test_a_view_the_set_cannot_serve_is_refused_before_anything_is_written(small
         ("experiments/ablation_masks.py", "slakh-like", "model family musicslots cannot train on slakh-like"),
     ],
 )
-def test_a_data_set_of_the_wrong_kind_is_refused_at_load(tmp_path, script, dataset, message):
-    env = os.environ | {"PARTITA_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, script, "--preset", "smoke", "--dataset", dataset, "--seeds", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+def test_a_data_set_of_the_wrong_kind_is_refused_at_load(tmp_path, script, dataset, message, capsys):
+    result = run_entry_point([script, "--preset", "smoke", "--dataset", dataset, "--seeds", "0"], {"PARTITA_HOME": str(tmp_path / "home")}, capsys)
     assert_refused(result, message, tmp_path / "home")
 
 
