@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestration.experiment import CONFIGS, experiment_parser, load_experiment, main_guard, scale_note, sweep_name
+from orchestration.experiment import CONFIGS, dry_run_plan, experiment_parser, load_experiment, main_guard, scale_note, sweep_name
 
 SCRIPT = "kelz_two_stage"
 FAMILY = "kelz"
@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     config = load_experiment(args, FAMILY, CONFIGS / f"{SCRIPT}.yaml")
+    if args.dry_run:
+        print(dry_run_plan(SCRIPT, args, config))
+        return 0
     name = sweep_name(SCRIPT, args, config)
     trained = run_sweep(config, name)  # stage 1: one denoiser per scheme
     parent = RunLogger(trained.parent_run_id)

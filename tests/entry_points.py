@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(path: str):
+def script_module(path: str):
+    """An experiment script imported as a module (once), as `python PATH` would run it."""
     name = f"entry_point_{Path(path).stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / path)
@@ -44,7 +45,7 @@ def run_entry_point(argv: list[str], env: dict[str, str], capsys) -> SimpleNames
             patch.setenv(key, value)
         patch.setattr(sys, "argv", argv)
         try:  # argparse and main_guard end with SystemExit, partita's main returns its code
-            code = partita(argv[1:]) if argv[0] == "partita" else main_guard(_script(argv[0]).main)()
+            code = partita(argv[1:]) if argv[0] == "partita" else main_guard(script_module(argv[0]).main)()
         except SystemExit as exit:
             code = exit.code
     printed = capsys.readouterr()

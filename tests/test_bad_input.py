@@ -146,3 +146,21 @@ def test_a_probe_of_a_family_without_a_representation_names_the_families_that_ha
     with pytest.raises(PartitaError, match="supervised_cnn model, which has no representation to probe") as error:
         probe_run(run.info.run_id, uri=uri)
     assert "musicslots, autoencoder, vae" in str(error.value)
+
+
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "experiments").glob("*.py") if p.stem != "benchmark_refresh")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_experiment_script_stops_at_its_dry_run_plan(script, input_files, capsys):
+    """The fixes above name --dry-run: on every script it checks, prints the plan, and trains and writes nothing."""
+    from tests.entry_points import script_module
+
+    home = input_files / "home"
+    args = [script, "--preset", "smoke", "--jsb-json", str(input_files / "good.json"), "--dry-run"]
+    if script_module(script).build_parser().get_default("dataset") == "slakh-like":
+        args += ["--set", "data.multitrack.music21_fraction=0"]  # planning music21 pieces derives their scores (minutes, once)
+    result = run_entry_point(args, {"PARTITA_HOME": str(home)}, capsys)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dry run: nothing" in result.stdout, result.stdout
+    assert not (home / "runs").exists() and not (home / "mlflow.db").exists()
