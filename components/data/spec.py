@@ -1,7 +1,7 @@
 """What a built data set tells a model, and how a family makes its own examples: data-side types.
 
 They live with the data, not with the models, so that readers and the Ray Data stage can
-name them without importing the model registry (components.models imports every family,
+name them without importing the model registry (components.models.registry imports every family,
 and the families import these readers). components.models.base re-exports them.
 """
 
