@@ -22,7 +22,8 @@ from orchestration.versions import code_version
 
 
 def dataset_dir(config: DataConfig) -> Path:
-    return Path(config.root).expanduser().resolve() / config.name if config.root else paths.data_root() / config.name
+    root = Path(config.root).expanduser().resolve() if config.root else paths.data_root()
+    return root / config.folder_name()
 
 
 def check_inputs(config: DataConfig) -> str:

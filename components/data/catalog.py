@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from components.data.build_plan import BuildPlan
 from components.data.chords.recipe import CHORD_DATASETS, ChordRecipe
+from components.data.manifest import recipe_hash
 from components.data.multitrack.recipe import MultitrackRecipe
 from components.data.pianos.recipe import PianoDomainsRecipe
 from components.errors import PartitaError
@@ -31,6 +32,22 @@ class DataConfig(StrictModel):
         if name not in KNOWN_DATASETS:
             raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(KNOWN_DATASETS)}")
         return name
+
+    def recipe(self) -> StrictModel:
+        """The recipe section this kind of set is built from."""
+        return {SLAKH_LIKE: self.multitrack, PIANO_DOMAINS: self.pianos}.get(self.name, self.chords)
+
+    def folder_name(self) -> str:
+        """`name` for the default recipe, `name-<recipe hash>` for any other.
+
+        Sets of one kind built to different recipes (a smoke preset's six pieces, a resized cpu set, the default)
+        then live side by side: running a smoke test never replaces the default build, and switching back to a
+        recipe finds its set still built.
+        """
+        recipe = self.recipe()
+        if recipe == type(recipe)():
+            return self.name
+        return f"{self.name}-{recipe_hash(recipe.model_dump(mode='json'))[:8]}"
 
 
 def plan(config: DataConfig, sources: Path) -> BuildPlan:
