@@ -33,6 +33,36 @@ def test_arranger_is_seeded_and_has_band_roles():
     assert [p.name for p in arrange(5, 4, 30, 60).instruments] == ["bass", "comping", "melody", "drums"]
 
 
+def test_a_set_built_to_another_recipe_gets_its_own_folder():
+    assert DataConfig(name="slakh-like").folder_name() == "slakh-like"
+    tiny, other = (DataConfig(name="slakh-like", multitrack={"pieces": n}).folder_name() for n in (6, 7))
+    assert tiny.startswith("slakh-like-") and tiny != other
+    assert DataConfig(name="slakh-like", multitrack={"pieces": 6}).folder_name() == tiny  # stable: found again
+    # only the set's own recipe section counts
+    assert DataConfig(name="piano-domains", multitrack={"pieces": 6}).folder_name() == "piano-domains"
+    assert DataConfig(name="jsb-multi", chords={"limit_chords": 50}).folder_name().startswith("jsb-multi-")
+
+
+def test_band_pieces_have_piano_guitar_bass_and_drums_and_the_same_notes(tmp_path):
+    from components.data.multitrack.taxonomy import DRUMS, load_classes
+
+    classes = load_classes()
+
+    def pieces(band_fraction):
+        recipe = {"pieces": 8, "music21_fraction": 0, "min_seconds": 6, "max_seconds": 8, "band_fraction": band_fraction}
+        return {r["piece"]: r for r in _items(plan(DataConfig(name="slakh-like", multitrack=recipe), tmp_path))}
+
+    def instruments(row):
+        return {classes.classes[classes.class_of(DRUMS if drum else program)] for program, drum in zip(row["programs"], row["is_drum"])}
+
+    band, free = pieces(1.0), pieces(0.0)
+    assert all({"Piano", "Electric Guitar", "Bass", "Drums"} <= instruments(row) for row in band.values())
+    assert sum({"Piano", "Electric Guitar"} <= instruments(row) for row in free.values()) < len(free) / 2
+    for name, row in band.items():  # the band changes instruments only: notes, parts and splits stay
+        assert row["note_pitch"] == free[name]["note_pitch"] and row["part_names"] == free[name]["part_names"]
+        assert row["split"] == free[name]["split"]
+
+
 def test_splits_never_share_a_piece(tmp_path):
     config = DataConfig(name="slakh-like", multitrack={"pieces": 20, "music21_fraction": 0, "max_seconds": 20, "min_seconds": 10})
     built = plan(config, tmp_path)

@@ -25,6 +25,10 @@ ROLE_FAMILIES: dict[str, list[tuple[int, ...]]] = {
     "pad": [(48, 49), (50, 51), (88, 89, 90), (91, 92, 93, 94, 95), (19, 20), (52, 53, 54), (61, 62)],
     "counter": [(8, 9, 10), (11, 12, 13, 14), (24, 25), (46,), (105, 106, 107, 108), (40,), (71, 73)],
 }
+# Slakh's songs are mostly one band: piano, electric guitar, electric bass and drums play in most of them, and
+# Cerberus and score-informed separation (Manilow, ch. 3-4) need those four together. A band piece's parts draw
+# from these programs (acoustic pianos, clean and effected electric guitars, fingered/picked/fretless basses).
+BAND_PROGRAMS: dict[str, tuple[int, ...]] = {"bass": (33, 34, 35), "comping": (0, 1, 2), "melody": (26, 27, 28, 29, 30)}
 DRUM_KITS = (0, 8, 16, 24, 25, 32, 40, 48)  # GM2 kits FluidR3, TimGM6mb and MuseScore share
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from components.data.build_plan import BuildPlan
 from components.data.multitrack.arranger import arrange
-from components.data.multitrack.instruments import DRUM_KITS, assign
+from components.data.multitrack.instruments import BAND_PROGRAMS, DRUM_KITS, assign
 from components.data.multitrack.pieces import SCORE_FIELDS, corpus_pieces, load_midi, roles, score_columns, score_digest, tidy
 from components.data.multitrack.recipe import MultitrackRecipe
 from components.data.multitrack.render import MultitrackRenderer, row_schema
@@ -31,7 +31,7 @@ from components.errors import PartitaError
 
 SPLITS = ("train", "valid", "test")
 SOURCES = ("music21", "arranger", "midi")
-STREAMS = (*SOURCES, "splits")  # independent random streams of a seed
+STREAMS = (*SOURCES, "splits", "band")  # independent random streams of a seed
 
 
 def plan_slakh_like(name: str, r: MultitrackRecipe, sources: Path) -> BuildPlan:
@@ -53,7 +53,8 @@ def plan_slakh_like(name: str, r: MultitrackRecipe, sources: Path) -> BuildPlan:
         rng = piece_rng(r.seed, "arranger", k)
         n_parts = int(rng.integers(r.min_parts, r.max_parts + 1))
         midi = tidy(arrange(int(rng.integers(2**31)), n_parts, r.min_seconds, r.max_seconds), r.max_seconds)
-        pieces.append((f"arranger/{r.seed}-{k:05d}", "arranger", *_instrumented(midi, rng, presets)))
+        band = piece_rng(r.seed, "band", k).random() < r.band_fraction  # its own stream: band_fraction 0 keeps the rest
+        pieces.append((f"arranger/{r.seed}-{k:05d}", "arranger", *_instrumented(midi, rng, presets, band=band)))
     for k, path in enumerate(_expand(r.midi_files)):
         midi = tidy(load_midi(path), r.max_seconds)
         if not midi.instruments:
@@ -121,12 +122,17 @@ def piece_rng(seed: int, stream: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS.index(stream), index])
 
 
-def _instrumented(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, presets: dict, keep_programs: bool = False) -> tuple:
-    """The piece with a program per part, and each part's soundfont."""
+def _instrumented(midi: pretty_midi.PrettyMIDI, rng: np.random.Generator, presets: dict, keep_programs: bool = False, band: bool = False) -> tuple:
+    """The piece with a program per part, and each part's soundfont; `band`: the roles of BAND_PROGRAMS play those."""
     fonts = []
     for part, role in zip(midi.instruments, roles(midi)):
-        keep = keep_programs and not part.is_drum
-        choice = assign(role, rng, presets, program=part.program if keep else None)
+        if keep_programs and not part.is_drum:
+            program = part.program
+        elif band and role in BAND_PROGRAMS:
+            program = int(rng.choice(BAND_PROGRAMS[role]))
+        else:
+            program = None
+        choice = assign(role, rng, presets, program=program)
         part.program, part.is_drum = choice.program, choice.is_drum
         fonts.append(choice.soundfont)
     return midi, fonts

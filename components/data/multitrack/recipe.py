@@ -14,6 +14,11 @@ class MultitrackRecipe(StrictModel):
 
     pieces: int = Field(100, gt=0, description="pieces from music21 and the arranger together")
     music21_fraction: float = Field(0.3, ge=0, le=1, description="share of pieces taken from the music21 corpus")
+    band_fraction: float = Field(
+        0.6, ge=0, le=1,
+        description="share of arranged pieces played by Slakh's usual band: piano comping, an electric guitar lead, electric bass (and drums, "
+        "as every piece); the other parts, and the other pieces, draw each role's instrument families uniformly",
+    )
     midi_files: list[str] = Field(default_factory=list, description="extra pieces: MIDI file paths or glob patterns")
     seed: int = Field(0, description="seed of piece choice, arrangement, instrumentation and splits")
     soundfonts: tuple[str, ...] = Field(DEFAULT_SOUNDFONTS, description="names or paths; each part draws one that has its preset")
