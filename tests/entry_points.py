@@ -19,14 +19,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def script_module(path: str):
-    """An experiment script imported as a module (once), as `python PATH` would run it."""
+def script_module(path: str | Path):
+    """A script (relative to the project, or absolute) imported as a module once, as `python PATH` would run it."""
     name = f"entry_point_{Path(path).stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)  # before it runs, as `import` does
+        saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the scripts
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        finally:
+            sys.dont_write_bytecode = saved
     return sys.modules[name]
 
 

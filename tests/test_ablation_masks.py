@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import socket
@@ -17,13 +16,6 @@ from tests.entry_points import run_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0", "--set", "data.chords.limit_chords=24"]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow

@@ -158,14 +158,9 @@ def test_qbe_is_refused_before_training():
 
 
 def script():
-    import importlib.util
-    from pathlib import Path
+    from tests.entry_points import script_module
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "ablation_hierarchy.py"
-    spec = importlib.util.spec_from_file_location("ablation_hierarchy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("experiments/ablation_hierarchy.py")
 
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])

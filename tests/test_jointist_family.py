@@ -214,17 +214,12 @@ def test_apply_a_separation_run_keeps_the_salient_stems():
 @pytest.mark.parametrize("table", ["transcription", "separation", "recognition"])
 def test_each_scripts_sweep_loads_and_its_variants_are_the_papers_rows(table, preset):
     """What the script runs: its preset and sweep file through load_config, which validates every variant."""
-    import importlib.util
-    from pathlib import Path
-
     import yaml
 
     from orchestration.experiment import CONFIGS, load_experiment
+    from tests.entry_points import script_module
 
-    script = Path(__file__).parents[1] / "experiments" / f"jointist_{table}.py"
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = script_module(f"experiments/jointist_{table}.py")
     loaded = load_experiment(module.build_parser().parse_args(["--preset", preset]), "jointist", CONFIGS / f"jointist_{table}.yaml")
     assert loaded.model.family == "jointist" and loaded.data.name == "slakh-like"
     variants = loaded.sweep.variants

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import tomllib
 from argparse import ArgumentParser
@@ -30,6 +28,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
+from tests.entry_points import script_module
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -431,7 +431,7 @@ def test_fallback_cronjob_may_only_read_the_template_and_create_rayjobs(overlay)
 
 
 def test_launcher_makes_a_valid_running_rayjob(crd_validators):
-    launcher = _load(LAUNCHER, "partita_launch_rayjob")
+    launcher = script_module(LAUNCHER)
     template = _one(_render("gpu"), "RayJob", "ablation-masks")
     template = copy.deepcopy(template)
     template["metadata"].update({"uid": "x", "resourceVersion": "1", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}})
@@ -474,7 +474,7 @@ def test_entrypoints_name_experiment_scripts_whose_options_parse():
             failures.append(f"{entrypoint!r}: {words[1]} does not exist")
             continue
         try:
-            module = _load(script, f"partita_entry_{script.stem}")
+            module = script_module(script)
             parser = module.build_parser()
         except Exception as err:  # noqa: BLE001 - report every script's problem at once
             failures.append(f"{entrypoint!r}: cannot build the parser of {words[1]}: {type(err).__name__}: {err}")
@@ -494,17 +494,6 @@ def test_entrypoints_name_experiment_scripts_whose_options_parse():
     assert not failures, "\n".join(failures)
 
 
-@functools.cache
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ next to the script
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.dont_write_bytecode = saved
-    return module
 
 
 # --------------------------------------------------------------------------- network policy

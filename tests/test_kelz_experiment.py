@@ -7,14 +7,14 @@ import math
 import pytest
 
 from orchestration.tracking import PARENT_TAG, client
-from tests.test_ablation_masks import load_script
+from tests.entry_points import script_module
 
 SMOKE = ["--preset", "smoke", "--set", "sweep.grid.model.snippets.scheme=[all]"]
 
 
 @pytest.mark.slow
 def test_smoke_run_prints_the_table_and_logs_runs_and_figures(ray_session, capsys):
-    assert load_script("kelz_two_stage").main(SMOKE) == 0
+    assert script_module("experiments/kelz_two_stage.py").main(SMOKE) == 0
     printed = capsys.readouterr().out
     for split, paper in (("train", "0.609"), ("valid", "0.535"), ("test", "0.489")):
         row = next(line for line in printed.splitlines() if line.startswith(f"| {split} | T' |"))

@@ -17,7 +17,6 @@ from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import PARENT_TAG, client, ensure_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def worker_pids() -> set[int]:
@@ -74,11 +73,9 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(ray_session, small
 
 @pytest.mark.slow
 def test_failing_trials_leave_the_sweep_going_and_are_marked_failed(ray_session, capsys):
-    import importlib.util
+    from tests.entry_points import script_module
 
-    spec = importlib.util.spec_from_file_location("ablation_masks", ROOT / "experiments" / "ablation_masks.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = script_module("experiments/ablation_masks.py")
     variants = '{"ok": {}, "crash": {"train.batch_size": 100000}, "nan": {"train.lr": 1.0e9, "train.grad_clip": null}}'
     code = script.main(
         ["--preset", "smoke", "--dataset", "jazznet-single", "--seeds", "0", "--set", "data.chords.limit_chords=16",

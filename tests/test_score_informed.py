@@ -294,12 +294,9 @@ def test_apply_without_a_score_says_how_to_give_one():
 
 
 def script():
-    import importlib.util
+    from tests.entry_points import script_module
 
-    spec = importlib.util.spec_from_file_location("score_informed_script", CONFIGS.parent / "score_informed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("experiments/score_informed.py")
 
 
 @pytest.mark.parametrize("task", ["separation", "transcription"])
