@@ -11,16 +11,17 @@ import pytest
 
 from components.data.multitrack.examples import piece_examples
 from components.data.multitrack.reader import pieces
-from orchestration.config import load_config
+from orchestration.config import load_config, read_yaml
 from orchestration.experiment import CONFIGS
-from tests.entry_points import run_entry_point
+from tests.entry_points import run_entry_point, script_module
 
 SMOKE = [CONFIGS / "mask_inference" / "smoke.yaml", CONFIGS / "separation_two_source.yaml"]
+TINY = read_yaml(SMOKE[0])["data"]["multitrack"]  # the smoke presets' own six-piece set
 
 
 @pytest.fixture(scope="module")
 def small_slakh(ray_session, tmp_path_factory):
-    """Six arranged pieces of 6-8 s (4 train, 1 valid, 1 test), built on Ray Data."""
+    """The smoke presets' set, six arranged pieces of 6-8 s (4 train, 1 valid, 1 test), built on Ray Data."""
     from components.data.catalog import DataConfig
     from orchestration.data_build import build
 
@@ -28,11 +29,8 @@ def small_slakh(ray_session, tmp_path_factory):
     return build(DataConfig(name="slakh-like", root=str(root), multitrack=TINY), workers=1)
 
 
-TINY = {"pieces": 6, "music21_fraction": 0, "min_seconds": 6, "max_seconds": 8}
-
-
 def smoke_config(root, *overrides):
-    return load_config(SMOKE, [f"data.root={root}", *overrides], base={"data": {"name": "slakh-like", "multitrack": TINY}})
+    return load_config(SMOKE, [f"data.root={root}", *overrides])
 
 
 def keys(rows) -> set[tuple[int, int]]:
@@ -87,9 +85,6 @@ def test_the_same_seed_gives_the_same_first_batch(small_slakh):
     assert keys(a) != keys(other) or not np.array_equal(a["start"].numpy(), other["start"].numpy())
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def assert_refused(result, message: str, home: Path) -> None:
     """Exit 2, one line naming the problem and the fix, and nothing written but the MLflow database."""
     assert result.returncode == 2, result.stderr[-2000:]
@@ -102,13 +97,12 @@ def assert_refused(result, message: str, home: Path) -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["--set", "model.view.classes=[Kazoo, Piano]"], "the view asks for class 'Kazoo', which no stem of slakh-like has"),
+        (["--set", "model.view.classes=[Kazoo, Piano]"], "the view asks for class 'Kazoo', which no stem of slakh-like"),
         (["--set", "model.view.segment.seconds=60", "--set", "model.view.segment.hop_seconds=60"], "segments are longer than every piece"),
     ],
 )
 def test_a_view_the_set_cannot_serve_is_refused_before_anything_is_written(small_slakh, tmp_path, overrides, message, capsys):
-    tiny = [f"--set=data.multitrack.{k}={v}" for k, v in TINY.items()]
-    args = ["experiments/separation_two_source.py", "--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}", *tiny, *overrides]
+    args = ["experiments/separation_two_source.py", "--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}", *overrides]
     result = run_entry_point(args, {"PARTITA_HOME": str(tmp_path / "home")}, capsys)
     assert_refused(result, message, tmp_path / "home")
 
@@ -127,15 +121,10 @@ def test_a_data_set_of_the_wrong_kind_is_refused_at_load(tmp_path, script, datas
 
 @pytest.mark.slow
 def test_smoke_sweep_trains_the_blstm_through_tune_into_mlflow_with_a_finite_si_sdri(small_slakh, ray_session):
-    import importlib.util
-
     from orchestration.tracking import PARENT_TAG, client
 
-    spec = importlib.util.spec_from_file_location("separation_two_source", ROOT / "experiments" / "separation_two_source.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    tiny = [f"--set=data.multitrack.{k}={v}" for k, v in TINY.items()]
-    assert script.main(["--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}", *tiny]) == 0
+    script = script_module("experiments/separation_two_source.py")
+    assert script.main(["--preset", "smoke", "--seeds", "0", "--set", f"data.root={small_slakh.parent}"]) == 0
 
     mlflow = client()
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("separation-two-source").experiment_id])
