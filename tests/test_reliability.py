@@ -106,16 +106,17 @@ def test_a_killed_data_build_leaves_nothing_complete_and_rebuilds_identically(ra
     # both builds join the session's Ray instance, as builds submitted to a cluster do (and two
     # Ray start-ups fewer); the killed driver's tasks die with it
     env = os.environ | {"PARTITA_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    folder = small_chords.name  # the same recipe: jazznet-multi-<recipe hash>
     build = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while not list(tmp_path.glob(".jazznet-multi.building-*/*/*.parquet")) and time.time() < deadline and build.poll() is None:
+    while not list(tmp_path.glob(f".{folder}.building-*/*/*.parquet")) and time.time() < deadline and build.poll() is None:
         time.sleep(0.1)
     assert build.poll() is None, "the build finished before it could be killed"
     os.killpg(build.pid, signal.SIGKILL)
     build.wait()
-    assert not (tmp_path / "jazznet-multi").exists()  # nothing that looks complete
+    assert not (tmp_path / folder).exists()  # nothing that looks complete
 
     rebuilt = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
-    assert read_manifest(tmp_path / "jazznet-multi")["content_hash"] == read_manifest(small_chords)["content_hash"]
-    assert not list(tmp_path.glob(".jazznet-multi.building-*"))  # the killed build's staging folder is gone
+    assert read_manifest(tmp_path / folder)["content_hash"] == read_manifest(small_chords)["content_hash"]
+    assert not list(tmp_path.glob(f".{folder}.building-*"))  # the killed build's staging folder is gone

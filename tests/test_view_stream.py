@@ -30,7 +30,7 @@ def small_slakh(ray_session, tmp_path_factory):
 
 
 def smoke_config(root, *overrides):
-    return load_config(SMOKE, [f"data.root={root}", *overrides])
+    return load_config(SMOKE, [f"data.root={root}", *overrides], base={"data": {"name": "slakh-like"}})
 
 
 def keys(rows) -> set[tuple[int, int]]:
