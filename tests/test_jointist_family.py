@@ -45,7 +45,7 @@ def batch(seed: int = 0) -> dict:
     "schedule, metrics",
     [
         ("recognition", ["ir_map_macro"]),
-        ("transcription", ["t_flat_note_f1", "t_instrument_note_offset_f1"]),
+        ("transcription", ["t_flat_note_f1", "t_instrument_note_offset_f1", "t_frame_ap", "t_frame_ap_chance", "t_onset_ap"]),
         ("joint", ["t_flat_note_f1", "sdr", "sdr_gain"]),
         ("separation", ["sdr_gain"]),
         ("separation_true_rolls", ["sdr_gain"]),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from torch import nn
 
 from components.data.multitrack.taxonomy import load_classes
 from components.metrics.transcription import note_scores
@@ -47,9 +48,16 @@ def test_transcriber_shapes_and_loss():
     model = Transcriber(TINY_T, MELS, CLASSES)
     out = model(torch.randn(2, MELS, FRAMES), torch.tensor([0, 5]))
     assert out["onset"].shape == out["frame"].shape == (2, 88, FRAMES)
-    loss = transcription_loss(out, torch.zeros(2, 88, FRAMES), torch.zeros(2, 88, FRAMES))
+    silent, full = torch.zeros(2, 88, FRAMES), torch.ones(2, 88, FRAMES)
+    loss = transcription_loss(out, silent, silent, TINY_T)
     loss.backward()
     assert torch.isfinite(loss)
+    # positive weights scale only the cells that are on: nothing on a silent roll, each roll's term on a full one
+    weighted = TINY_T.model_copy(update={"onset_positive_weight": 5.0, "frame_positive_weight": 2.0})
+    out = {name: value.detach() for name, value in out.items()}
+    assert transcription_loss(out, silent, silent, weighted) == pytest.approx(float(transcription_loss(out, silent, silent, TINY_T)))
+    on = {roll: nn.functional.binary_cross_entropy_with_logits(out[roll], full) for roll in ("onset", "frame")}
+    assert transcription_loss(out, full, full, weighted) == pytest.approx(float(5 * on["onset"] + 2 * on["frame"]), rel=1e-5)
 
 
 def test_film_conditions_the_transcriber():

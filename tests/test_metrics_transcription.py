@@ -10,6 +10,7 @@ from components.metrics.transcription import (
     Scores,
     apply_thresholds,
     evaluate_notes,
+    frame_average_precision,
     frame_scores,
     instrument_recognition_scores,
     note_scores,
@@ -248,6 +249,21 @@ def test_instrument_recognition_matches_sklearn():
     for average in ("macro", "weighted"):
         assert result[f"f1_{average}"] == pytest.approx(f1_score(labels, predicted, labels=present, average=average))
         assert result[f"map_{average}"] == pytest.approx(average_precision_score(labels[:, present], scores[:, present], average=average))
+
+
+def test_frame_average_precision_against_sklearn_and_chance():
+    rng = np.random.default_rng(3)
+    roll = rng.random((40, 88)) < 0.03
+    activations = np.round(np.clip(roll * 0.4 + rng.random((40, 88)) * 0.6, 0, 1), 2)  # informative, with ties
+    ap, chance = frame_average_precision(activations, roll)
+    assert ap == pytest.approx(average_precision_score(roll.ravel(), activations.ravel()))
+    assert chance == pytest.approx(roll.mean())
+    assert ap > 2 * chance
+    # a score blind to the audio sits exactly at chance; a silent roll has no AP
+    assert frame_average_precision(np.full(roll.shape, 0.2), roll) == pytest.approx((roll.mean(), roll.mean()))
+    assert all(np.isnan(frame_average_precision(activations, np.zeros_like(roll))))
+    with pytest.raises(ValueError, match="sizes differ"):
+        frame_average_precision(activations[:, :10], roll)
 
 
 def test_instrument_recognition_perfect_and_invalid():

@@ -323,6 +323,21 @@ def average_precision(scores, labels) -> np.ndarray:
         return np.where(n_positive > 0, gained / n_positive, np.nan)
 
 
+def frame_average_precision(scores, labels) -> tuple[float, float]:
+    """Framewise AP pooled over every cell of activations and a binary roll of equal shape, and its chance level.
+
+    Threshold-free, so it shows a transcriber learning before its activations cross a decoding
+    threshold. Chance is the positive rate: the AP of any score that ignores the audio (a constant
+    ties every cell). Both are NaN when the roll has no positive cell.
+    """
+    scores, labels = to_numpy(scores).ravel(), to_numpy(labels, bool).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"activation and roll sizes differ: {scores.size} vs {labels.size}")
+    if not labels.any():
+        return float("nan"), float("nan")
+    return float(average_precision(scores[:, None], labels[:, None])[0]), float(labels.mean())
+
+
 def instrument_recognition_scores(scores, labels, *, threshold: float = 0.5) -> dict[str, float]:
     """F1 at `threshold` (score > threshold) and mAP, macro and support-weighted, from [items, classes].
 

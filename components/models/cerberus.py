@@ -28,7 +28,7 @@ from components.errors import PartitaError
 from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
 from components.losses.separation import tpsa_loss
 from components.metrics.separation import MAX_DB, sdr, si_sdr
-from components.metrics.transcription import Counts, note_counts, roll_to_notes
+from components.metrics.transcription import Counts, frame_average_precision, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import BLSTMStack, MaskHead, log_magnitude
@@ -187,6 +187,7 @@ class Cerberus(ModelFamily):
         totals: dict[str, float] = {}
         count, scores, dc_sdr = 0, SeparationScores(), []
         notes = [Counts(0, 0, 0) for _ in classes]
+        rolls = []  # (TR activations, reference roll) per batch, for the threshold-free frame AP
         for batch in batches:
             mi, dc, output = self.separate(model, batch)
             losses = cerberus_losses(output, batch, model.config)
@@ -200,6 +201,7 @@ class Cerberus(ModelFamily):
             dc_sdr.append(sdr(dc[torch.arange(len(dc)).unsqueeze(1), order], sources))
             reference = (batch["rolls"] > view.segment.onset_velocity).cpu().numpy()
             estimate = output.rolls.float().cpu().numpy()
+            rolls.append((estimate, reference))
             for b, s in np.ndindex(reference.shape[:2]):
                 notes[s] += note_counts(
                     roll_to_notes(reference[b, s].T, frames_per_second=fps),
@@ -211,6 +213,8 @@ class Cerberus(ModelFamily):
         metrics = {name: total / count for name, total in totals.items()}
         metrics |= scores.means() | {"dc_sdr": float(np.nanmean(np.concatenate(dc_sdr)))}
         metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
+        # the TR head's framewise AP over every source, beside the chance level of a head deaf to the audio
+        metrics |= dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(*(np.concatenate(side) for side in zip(*rolls)))))
         for s, name in enumerate(classes):  # Table 3.3 is per instrument
             metrics |= {f"sdr_{class_key(name)}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{class_key(name)}": notes[s].scores().f1}
         return metrics

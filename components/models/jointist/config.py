@@ -45,6 +45,10 @@ class TranscriberConfig(StrictModel):
     embedding: int = Field(768, gt=0, description="width of the linear layer between the convolutions and the BiGRU")
     hidden: int = Field(256, gt=0, description="BiGRU units per direction")
     dropout: float = Field(0.2, ge=0, lt=1)
+    # Onset cells are about 0.1% of a roll: under plain BCE a small f_T learns silence first and its onsets stay below
+    # the decoding threshold for a long time. A weight > 1 on positive cells (BCE's pos_weight) pulls them up sooner.
+    onset_positive_weight: float = Field(1.0, gt=0, description="BCE weight of onset cells that are on (paper: 1)")
+    frame_positive_weight: float = Field(1.0, gt=0, description="BCE weight of frame cells that are on (paper: 1)")
     onset_threshold: float = Field(0.1, gt=0, lt=1, description="authors' code: 0.1")
     frame_threshold: float = Field(0.1, gt=0, lt=1, description="authors' code: 0.1")
 

@@ -30,7 +30,7 @@ from components.data.multitrack.segments import SegmentConfig
 from components.data.multitrack.taxonomy import class_key
 from components.data.multitrack.view import ViewConfig
 from components.metrics.separation import aggregate, sdr
-from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
+from components.metrics.transcription import evaluate_notes, frame_average_precision, instrument_recognition_scores
 from components.errors import PartitaError
 from components.models.base import Batch, ExampleMaker, ModelConfig, ModelFamily, ViewSpec
 from components.models.jointist.config import (
@@ -169,7 +169,7 @@ def losses(model: JointistModel, batch: Batch, out: dict[str, torch.Tensor]) -> 
     if "recognition" in out:
         terms["recognition"] = nn.functional.binary_cross_entropy_with_logits(out["recognition"], batch["present"].float())
     if "frame" in out:
-        terms["transcription"] = transcription_loss(out, batch["onsets"].flatten(0, 1), batch["frames"].flatten(0, 1))
+        terms["transcription"] = transcription_loss(out, batch["onsets"].flatten(0, 1), batch["frames"].flatten(0, 1), model.config.transcriber)
     if "magnitude" in out:
         k = batch["instrument"].shape[1]
         audio = model.config.audio
@@ -226,6 +226,7 @@ class Jointist(ModelFamily):
         scores, labels = [], []
         separated = {}  # (example, class) -> (piece, class name, SDR, gain): a class drawn twice is scored once
         reference, estimate = {}, {}
+        cells = {}  # "onset" / "frame" -> [(probabilities, true roll)] of each scored (example, class)
         for b, batch in enumerate(batches):
             out = model(batch)
             terms = losses(model, batch, out)
@@ -247,6 +248,8 @@ class Jointist(ModelFamily):
                     if name in reference.get(key, {}):
                         continue
                     t = config.transcriber
+                    for roll, probability, truth in (("onset", onset, true_onsets), ("frame", frame, true_frames)):
+                        cells.setdefault(roll, []).append((probability[row], truth[row]))
                     reference.setdefault(key, {})[name] = decode_notes(true_onsets[row], true_frames[row], onset_threshold=0.5, frame_threshold=0.5, frames_per_second=config.audio.fps)
                     estimate.setdefault(key, {})[name] = decode_notes(onset[row], frame[row], onset_threshold=t.onset_threshold, frame_threshold=t.frame_threshold, frames_per_second=config.audio.fps)
             if "magnitude" in out:
@@ -268,6 +271,10 @@ class Jointist(ModelFamily):
         if reference:
             report = evaluate_notes(reference, estimate)
             metrics.update({f"t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.endswith("/f1")})
+            # threshold-free, beside the chance level of a transcriber deaf to the audio
+            for roll, pairs in cells.items():
+                ap, chance = frame_average_precision(*(np.stack(side) for side in zip(*pairs)))
+                metrics.update({f"t_{roll}_ap": ap, f"t_{roll}_ap_chance": chance})
         if separated:
             # Table 3's three averages: by instrument class, by piece, by source (components.metrics.separation)
             by = aggregate((piece, name, value) for piece, name, value, _ in separated.values())

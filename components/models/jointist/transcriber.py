@@ -75,7 +75,9 @@ class Transcriber(nn.Module):
         return {"onset": onset.transpose(1, 2), "frame": frame.transpose(1, 2)}
 
 
-def transcription_loss(logits: dict[str, torch.Tensor], onsets: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """BCE(onset) + BCE(frame); targets [B, 88, T] in {0, 1} (all zero for an absent instrument)."""
+def transcription_loss(logits: dict[str, torch.Tensor], onsets: torch.Tensor, frames: torch.Tensor, config: TranscriberConfig) -> torch.Tensor:
+    """BCE(onset) + BCE(frame), each roll's positive cells weighted by its config weight (1: the paper's plain BCE);
+    targets [B, 88, T] in {0, 1} (all zero for an absent instrument)."""
     bce = nn.functional.binary_cross_entropy_with_logits
-    return bce(logits["onset"], onsets.float()) + bce(logits["frame"], frames.float())
+    weight = {"onset": config.onset_positive_weight, "frame": config.frame_positive_weight}
+    return sum(bce(logits[roll], target.float(), pos_weight=logits[roll].new_tensor(weight[roll])) for roll, target in (("onset", onsets), ("frame", frames)))
