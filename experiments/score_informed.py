@@ -5,10 +5,11 @@ run streaming the 4-source view (piano, guitar, bass, drums), under one MLflow p
 or note F1 (DSIT) per source beside the paper's. `--controllability` then runs the chapter's test on the sweep's
 best DSIS run: notes removed from the ground-truth rolls of the test segments in 5 nested subsets, Delta SI-SDRi
 against the normalised Hamming distance, the figure and the points logged to the parent run.
-The MI+TR baseline is a Cerberus run on the same view, so on the same fixed test segments (cpu preset, seed 0):
+The MI+TR baseline is a Cerberus run on the same view, so on the same fixed test segments (cpu preset, seed 0;
+its segment rule, 1 onset per source, is the score_informed cpu preset's):
     python experiments/ablation_cerberus.py --preset cpu --seeds 0 --set model.view.sources=4 \
         --set 'model.view.classes=[Piano, Electric Guitar, Bass, Drums]' \
-        --set 'model.view.segment={seconds: 5.0, hop_seconds: 2.5, min_onsets: 5, onset_velocity: 30}' \
+        --set 'model.view.segment={seconds: 5.0, hop_seconds: 2.5, min_onsets: 1, onset_velocity: 30}' \
         --set 'sweep.variants={MI+TR: {model.weights: {dc: 0, mi: 0.2, tr: 0.8}}}'
 
     python experiments/score_informed.py --preset smoke --seeds 0 --controllability
