@@ -7,6 +7,7 @@
 3. Demixes S, T and T' of every split on the set's canonical dictionary, fits per-pitch
    thresholds on train + valid, and scores every split: the preset's demixing settings and each
    point of model.demix_grid are Tune trials (child runs of the same parent).
+   The preset's demixing settings and T' thresholds go to each denoiser's run (`partita apply` reads them).
 4. Prints the paper's table (median framewise P / R / F1 per split and input) beside the paper's
    F1, and logs it with the figures (V_S, V_T', V_T, activations and the true roll of a test excerpt).
 
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from components.data.pianos.reader import dictionary
     from components.models.kelz.demixing import DemixConfig
     from components.models.kelz.evaluation import collect_inputs, evaluate_inputs, excerpt_figure, metric_key, rows_from_metrics, table_markdown
-    from components.models.kelz.family import denoise
+    from components.data.pianos.recipe import PianoDomainsRecipe
+    from components.data.pianos.snippets import check_piano_domains
+    from components.models.kelz.family import APPLY_STATE, PianoTranscriber, denoise
     from orchestration.data_build import dataset_dir
     from orchestration.stage_sweep import run_stage_sweep
     from orchestration.sweep import run_sweep
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, path = config.model, dataset_dir(config.data)
     atoms = dictionary(path)
+    recipe = PianoDomainsRecipe.model_validate(check_piano_domains(path, FAMILY)["recipe"]["pianos"])
     inputs = {}
     for scheme, (run_id, checkpoint) in sorted(denoisers.items()):
         network = load_denoiser(model, checkpoint)
@@ -104,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # one trial per core
         overrides = {k: v for k, v in values.items() if k != "scheme"}
         collected = ray.get(shared[values["scheme"]])
-        result = evaluate_inputs(collected, atoms, DemixConfig.model_validate(base | overrides), model.threshold_candidates)
+        demix = DemixConfig.model_validate(base | overrides)
+        result = evaluate_inputs(collected, atoms, demix, model.threshold_candidates)
         if not overrides:
             RunLogger(parent_id).figure(excerpt_figure(collected, result), f"figures/test_excerpt_{values['scheme']}.png")
+            # what `partita apply` of the scheme's denoiser needs: the preset's demixing with T' thresholds
+            transcriber = PianoTranscriber(recipe, atoms, result.thresholds["T'"], demix)
+            RunLogger(denoisers[values["scheme"]][0]).json(transcriber.to_json(), APPLY_STATE)
         return result.metrics()
 
     outcomes = run_stage_sweep(f"{name}-demix", points, stage, experiment_id=trained.experiment_id, parent_run_id=parent_id)

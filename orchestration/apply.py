@@ -89,7 +89,18 @@ def load_trained(run_id: str, uri: str | None = None, score: Path | None = None)
         )
     model = family.build(config.model, state["spec"])
     model.load_state_dict(state["best_state"] or state["model"])
-    return family, model.eval(), state["spec"], run
+    return family, model.eval(), family.applied_spec(state["spec"], lambda path: run_json(run.info.run_id, path, uri)), run
+
+
+def run_json(run_id: str, path: str, uri: str | None = None) -> dict | None:
+    """A JSON artifact of a run, None when the run has none at `path`."""
+    from orchestration.tracking import client
+
+    mlflow = client(uri)
+    if path not in {a.path for a in mlflow.list_artifacts(run_id, os.path.dirname(path) or None)}:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(mlflow.download_artifacts(run_id, path, folder)).read_text())
 
 
 def write_outputs(outputs: dict, folder: Path, sample_rate: int) -> list[str]:

@@ -189,3 +189,57 @@ def test_logged_metric_names_are_ones_mlflow_accepts_and_read_back_as_rows():
     for name in metrics:
         _validate_metric_name(name)  # raises on the apostrophe of T'
     assert sorted(rows_from_metrics(metrics), key=lambda r: r["input"]) == sorted(rows, key=lambda r: r["input"])
+
+
+class IdentityDenoiser(torch.nn.Module):
+    """Stands in for a U-Net that maps V_S onto itself, so the apply step's stage 2 is tested alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.device_marker = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def sine_transcriber(threshold: float = 0.5):
+    """A PianoTranscriber at 16 kHz whose D_T column k is the mean mel of a unit sine at key 21 + k."""
+    from components.data.pianos.recipe import PianoDomainsRecipe
+    from components.data.pianos.render import mel_transform
+    from components.models.kelz.family import PianoTranscriber
+
+    recipe = PianoDomainsRecipe(sample_rate=16000, n_fft=2048, hop_length=256, n_mels=128)
+    mel = mel_transform(recipe)
+    seconds = torch.arange(16000) / 16000
+    columns = [mel(0.3 * torch.sin(2 * torch.pi * 440 * 2 ** ((key - 69) / 12) * seconds)).mean(dim=1) for key in range(21, 109)]
+    demix = DemixConfig(lambda_h=0.0, lambda_t=0.0, steps=300)
+    return PianoTranscriber(recipe, torch.stack(columns, dim=1).numpy(), np.full(88, threshold, np.float32), demix)
+
+
+def test_applying_a_run_transcribes_a_recording_of_its_dictionarys_notes():
+    """A4 then C5 (sines, as in D_T) come back as MIDI notes 69 then 72 at their times: mel, demixing, thresholds, MIDI."""
+    from components.models.kelz.family import KELZ
+
+    transcriber = sine_transcriber()
+    seconds = torch.arange(16000) / 16000
+    recording = 0.3 * torch.cat([torch.sin(2 * torch.pi * 440 * seconds), torch.sin(2 * torch.pi * 523.2511 * seconds)])
+    outputs = KELZ.apply(IdentityDenoiser(), recording, transcriber)
+    assert set(outputs) == {"transcription.mid", "denoised.png"}
+    notes = [(n.pitch, n.start, n.end) for track in outputs["transcription.mid"].instruments for n in track.notes]
+    assert [pitch for pitch, *_ in notes] == [69, 72]
+    (_, a_start, a_end), (_, c_start, c_end) = notes
+    assert a_start < 0.05 and abs(a_end - 1.0) < 0.1 and abs(c_start - 1.0) < 0.1 and abs(c_end - 2.0) < 0.1
+
+
+def test_the_apply_state_round_trips_through_json_and_a_denoiser_alone_is_refused():
+    from components.models.kelz.family import KELZ, PianoTranscriber
+
+    transcriber = sine_transcriber(threshold=0.25)
+    back = PianoTranscriber.from_json(json.loads(json.dumps(transcriber.to_json())))
+    assert back.recipe == transcriber.recipe and back.demix == transcriber.demix and back.sample_rate == 16000
+    assert np.array_equal(back.dictionary, transcriber.dictionary) and np.array_equal(back.thresholds, transcriber.thresholds)
+    read = KELZ.applied_spec(None, lambda path: transcriber.to_json() if path == "apply/kelz.json" else None)
+    assert np.array_equal(read.thresholds, transcriber.thresholds) and read.recipe == transcriber.recipe
+    with pytest.raises(PartitaError, match="no demixing thresholds") as err:
+        KELZ.applied_spec(None, lambda path: None)
+    assert "kelz_two_stage.py" in err.value.fix

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
+import pretty_midi
 import pytest
+import soundfile
 
+from orchestration.apply import RECORD, apply_run
 from orchestration.tracking import PARENT_TAG, client
 from tests.entry_points import script_module
 
@@ -13,7 +18,7 @@ SMOKE = ["--preset", "smoke", "--set", "sweep.grid.model.snippets.scheme=[all]"]
 
 
 @pytest.mark.slow
-def test_smoke_run_prints_the_table_and_logs_runs_and_figures(ray_session, capsys):
+def test_smoke_run_prints_the_table_and_logs_runs_and_figures(ray_session, capsys, tmp_path):
     assert script_module("experiments/kelz_two_stage.py").main(SMOKE) == 0
     printed = capsys.readouterr().out
     for split, paper in (("train", "0.609"), ("valid", "0.535"), ("test", "0.489")):
@@ -38,3 +43,11 @@ def test_smoke_run_prints_the_table_and_logs_runs_and_figures(ray_session, capsy
     # the preset's settings, then the smoke grid's lambda_t in {0, 0.01}: each point its own child run
     assert sorted(r.data.params.get("lambda_t", "preset") for r in demixing) == ["0.0", "0.01", "preset"]
     assert all(r.info.status == "FINISHED" and 0 <= r.data.metrics["test/T_prime/f1"] <= 1 for r in demixing)
+
+    # the denoiser's run carries stage 2 (thresholds fitted on T'), so `partita apply` transcribes with it
+    recording = tmp_path / "a4.wav"
+    soundfile.write(str(recording), 0.1 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100), 44100)
+    out = apply_run(parent.info.run_id, recording, tmp_path / "applied")  # the parent resolves to its denoiser
+    assert json.loads((out / RECORD).read_text())["files"] == ["transcription.mid", "denoised.png"]
+    (track,) = pretty_midi.PrettyMIDI(str(out / "transcription.mid")).instruments
+    assert track.program == 0 and all(21 <= note.pitch <= 108 and note.end <= 1.1 for note in track.notes)

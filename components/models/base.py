@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable, Literal
 
 import torch
 from components.data.spec import Batch, DataSpec, ExampleMaker  # data-side types, re-exported for the families
@@ -96,6 +96,12 @@ class ModelFamily(ABC):
     def representation(self, model: torch.nn.Module, batch: Batch) -> Representation | None:
         """Features for the note-property probe (eval mode, no grad); None: nothing to probe."""
         return None
+
+    def applied_spec(self, spec: "DataSpec | ViewSpec", artifact: "Callable[[str], dict | None]"):
+        """The `data` that `apply` is given: the checkpoint's spec, or, for a family whose apply step needs what was
+        fitted after training (thresholds, say), a spec completed from the run's JSON artifacts: `artifact(path)`
+        reads one, None when the run has none at that path."""
+        return spec
 
     def apply(self, model: torch.nn.Module, audio: torch.Tensor, data: "DataSpec | ViewSpec") -> "dict[str, Applied]":
         """What a musician opens, from one recording (`partita apply`); eval mode, no grad.

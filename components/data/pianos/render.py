@@ -54,6 +54,13 @@ def pianos(recipe: PianoDomainsRecipe) -> list[str]:
     return [recipe.canonical, *recipe.train_pianos, *recipe.valid_pianos, *recipe.test_pianos]
 
 
+def mel_transform(recipe: PianoDomainsRecipe) -> torchaudio.transforms.MelSpectrogram:
+    """The set's features: every rendering went through it, and so must a recording given to a model trained on it."""
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=recipe.sample_rate, n_fft=recipe.n_fft, hop_length=recipe.hop_length, n_mels=recipe.n_mels, power=recipe.mel_power
+    )
+
+
 class PianoRenderer:
     """Batches of {example_id, piece_id, piece, piano, overlap, score columns, split} -> rows of `row_schema`."""
 
@@ -62,9 +69,7 @@ class PianoRenderer:
         torch.set_num_threads(1)  # one actor per core: let Ray do the parallelism
         fonts = {parse_piano(p)[0] for p in pianos(r)}
         self.synths = {name: Synthesizer(SynthConfig(soundfont=name, sample_rate=r.sample_rate, gain=r.synth_gain)) for name in fonts}
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=r.sample_rate, n_fft=r.n_fft, hop_length=r.hop_length, n_mels=r.n_mels, power=r.mel_power
-        )
+        self.mel = mel_transform(r)
         self.schema = row_schema()
 
     def render_audio(self, notes: NoteTable, piano: str, seconds: float) -> np.ndarray:
