@@ -44,7 +44,7 @@ def batch(seed: int = 0) -> dict:
 @pytest.mark.parametrize(
     "schedule, metrics",
     [
-        ("recognition", ["ir_map_macro"]),
+        ("recognition", ["ir_map_macro", "ir_map_macro_chance"]),
         ("transcription", ["t_flat_note_f1", "t_instrument_note_offset_f1", "t_frame_ap", "t_frame_ap_chance", "t_onset_ap"]),
         ("joint", ["t_flat_note_f1", "sdr", "sdr_gain"]),
         ("separation", ["sdr_gain"]),

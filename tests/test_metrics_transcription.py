@@ -249,6 +249,9 @@ def test_instrument_recognition_matches_sklearn():
     for average in ("macro", "weighted"):
         assert result[f"f1_{average}"] == pytest.approx(f1_score(labels, predicted, labels=present, average=average))
         assert result[f"map_{average}"] == pytest.approx(average_precision_score(labels[:, present], scores[:, present], average=average))
+        # the class-frequency baseline: one constant score per class
+        constant = np.broadcast_to(labels.mean(axis=0), labels.shape)
+        assert result[f"map_{average}_chance"] == pytest.approx(average_precision_score(labels[:, present], constant[:, present], average=average))
 
 
 def test_frame_average_precision_against_sklearn_and_chance():
@@ -273,6 +276,8 @@ def test_instrument_recognition_perfect_and_invalid():
         "f1_weighted": 1.0,
         "map_macro": 1.0,
         "map_weighted": 1.0,
+        "map_macro_chance": 0.25,
+        "map_weighted_chance": 0.25,
     }
     with pytest.raises(ValueError):
         instrument_recognition_scores(np.zeros((3, 2)), np.zeros((3, 2)))

@@ -339,7 +339,9 @@ def frame_average_precision(scores, labels) -> tuple[float, float]:
 
 
 def instrument_recognition_scores(scores, labels, *, threshold: float = 0.5) -> dict[str, float]:
-    """F1 at `threshold` (score > threshold) and mAP, macro and support-weighted, from [items, classes].
+    """F1 at `threshold` (score > threshold) and mAP, macro and support-weighted, from [items, classes], and
+    the mAPs of the class-frequency baseline (`map_*_chance`: a score constant per class, such as its frequency
+    in training, has AP = the class's positive rate here).
 
     Only classes with at least one positive label are scored: their AP is
     otherwise undefined, and their weight in the weighted averages would be zero.
@@ -360,4 +362,6 @@ def instrument_recognition_scores(scores, labels, *, threshold: float = 0.5) -> 
         "f1_weighted": float(np.average(f1, weights=weights)),
         "map_macro": float(ap.mean()),
         "map_weighted": float(np.average(ap, weights=weights)),
+        "map_macro_chance": float(labels.mean(axis=0)[present].mean()),
+        "map_weighted_chance": float(np.average(labels.mean(axis=0)[present], weights=weights)),
     }
