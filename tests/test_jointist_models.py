@@ -60,6 +60,16 @@ def test_transcriber_shapes_and_loss():
     assert transcription_loss(out, full, full, weighted) == pytest.approx(float(5 * on["onset"] + 2 * on["frame"]), rel=1e-5)
 
 
+def test_the_transcriber_starts_at_its_priors():
+    """With priors set, every output starts at the prior's logit through its bias (0 without: the paper)."""
+    torch.manual_seed(0)
+    plain = Transcriber(TINY_T, MELS, CLASSES)
+    primed = Transcriber(TINY_T.model_copy(update={"onset_prior": 0.001, "frame_prior": 0.01}), MELS, CLASSES)
+    assert float(plain.final[-1].bias.abs().max()) < 1  # PyTorch's default init, near 0
+    for layer, prior in ((primed.onset_model.out, 0.001), (primed.frame_model.out, 0.01), (primed.final[-1], 0.01)):
+        assert torch.allclose(torch.sigmoid(layer.bias), torch.full((88,), prior))
+
+
 def test_film_conditions_the_transcriber():
     model = Transcriber(TINY_T, MELS, CLASSES).eval()
     logmel = torch.randn(1, MELS, FRAMES).expand(2, -1, -1)

@@ -9,6 +9,8 @@ only, the paper cites full FiLM: we use scale and shift (components.models.unet.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -64,6 +66,9 @@ class Transcriber(nn.Module):
         self.frame_model = ConditionedCRNN(config, n_mels, classes)
         self.final_gru = nn.GRU(2 * N_KEYS, config.hidden, batch_first=True, bidirectional=True)
         self.final = nn.Sequential(nn.Dropout(0.5), nn.Linear(2 * config.hidden, N_KEYS))
+        for layer, prior in ((self.onset_model.out, config.onset_prior), (self.frame_model.out, config.frame_prior), (self.final[-1], config.frame_prior)):
+            if prior is not None:
+                nn.init.constant_(layer.bias, math.log(prior / (1 - prior)))
 
     def forward(self, logmel: torch.Tensor, instrument: torch.Tensor) -> dict[str, torch.Tensor]:
         frames = self.norm(logmel).transpose(1, 2)  # [B, T, n_mels]
