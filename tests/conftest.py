@@ -10,6 +10,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 JSB_REFERENCE = SHARED / "reference" / "jsb" / "jsb-chorales-quarter.json"
+# chords per split of the session's small jazznet-multi: 1188 rows (the test split holds all 81
+# instrument assignments of each tetrad), built in seconds; tests that rebuild it use the same recipe
+SMALL_CHORDS_LIMIT = 12
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,12 +72,12 @@ def jsb_reference() -> Path:
 
 @pytest.fixture(scope="session")
 def small_chords(ray_session, tmp_path_factory) -> Path:
-    """A small jazznet-multi (40 chords per split, all instrument assignments), built on Ray Data."""
+    """A small jazznet-multi (SMALL_CHORDS_LIMIT chords per split, all instrument assignments), built on Ray Data."""
     from components.data.catalog import DataConfig
     from orchestration.data_build import build
 
     root = tmp_path_factory.mktemp("data")
-    return build(DataConfig(name="jazznet-multi", root=str(root), chords={"limit_chords": 40}), workers=2)
+    return build(DataConfig(name="jazznet-multi", root=str(root), chords={"limit_chords": SMALL_CHORDS_LIMIT}), workers=2)
 
 
 @pytest.fixture(scope="session")

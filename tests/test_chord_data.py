@@ -16,6 +16,7 @@ from components.data.features import FeatureConfig, LogMel, note_masks, power_to
 from components.data.manifest import read_manifest, staging
 from components.data.synthesis import Note, SynthConfig, Synthesizer
 from components.errors import PartitaError
+from tests.conftest import SMALL_CHORDS_LIMIT
 from tests.entry_points import run_entry_point
 
 RECIPE = ChordRecipe()
@@ -176,7 +177,7 @@ def test_featurizer_rows_carry_sorted_notes_aligned_programs_and_a_digest():
 def test_build_writes_splits_manifest_and_loads_back(small_chords):
     manifest = read_manifest(small_chords)
     counts = {split: entry["rows"] for split, entry in manifest["splits"].items()}
-    expected = chord_splits("jazznet-multi", ChordRecipe(limit_chords=40)).counts()
+    expected = chord_splits("jazznet-multi", ChordRecipe(limit_chords=SMALL_CHORDS_LIMIT)).counts()
     assert counts == {**expected, "notes": counts["notes"]}
     assert manifest["vocab"]["programs"] == [0, 40, 73] and manifest["shapes"]["chord_db"] == [128, 32]
     assert len(manifest["soundfonts"]["FluidR3_GM"]["sha256"]) == 64
@@ -196,7 +197,7 @@ def test_rebuild_is_a_noop_and_the_content_is_independent_of_sharding(small_chor
     from orchestration.data_build import build
 
     before = read_manifest(small_chords)
-    config = DataConfig(name="jazznet-multi", root=str(small_chords.parent), chords={"limit_chords": 40})
+    config = DataConfig(name="jazznet-multi", root=str(small_chords.parent), chords={"limit_chords": SMALL_CHORDS_LIMIT})
     build(config)
     assert "up to date" in capsys.readouterr().out
     assert read_manifest(small_chords)["built"] == before["built"]

@@ -22,7 +22,7 @@ from components.data.manifest import read_manifest
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import PARENT_TAG, RUN_KEY_TAG, client, ensure_experiment
-from tests.conftest import processes_mentioning
+from tests.conftest import SMALL_CHORDS_LIMIT, processes_mentioning
 from tests.local_cluster import LocalCluster
 
 # Opt-in until a first run reaches its assertions: on 2026-11-29 every start-up timed out on an
@@ -47,7 +47,7 @@ def cluster():
 
 
 def build_chords(cluster: LocalCluster, out: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "orchestration.cli", "data", "build", "jazznet-multi", "--set", "chords.limit_chords=40", "--out", str(out), *options]
+    command = [sys.executable, "-m", "orchestration.cli", "data", "build", "jazznet-multi", "--set", f"chords.limit_chords={SMALL_CHORDS_LIMIT}", "--out", str(out), *options]
     done = run(command, cluster.env())
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -61,7 +61,7 @@ def chords(cluster, tmp_path_factory) -> tuple[Path, str]:
 
 
 def data_settings(data: Path) -> list[str]:
-    return [f"data.root={data.parent}", "data.chords.limit_chords=40"]
+    return [f"data.root={data.parent}", f"data.chords.limit_chords={SMALL_CHORDS_LIMIT}"]
 
 
 def train_command(data: Path, name: str, settings: list[str]) -> list[str]:

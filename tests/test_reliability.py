@@ -16,6 +16,7 @@ from components.data.manifest import read_manifest
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import PARENT_TAG, client, ensure_experiment
+from tests.conftest import SMALL_CHORDS_LIMIT
 
 
 
@@ -39,7 +40,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(ray_session, small
     config = load_config(
         [CONFIGS / "musicslots" / "smoke.yaml"],
         ["train.steps=40", "train.eval_every=10", "train.log_every=5", "train.max_failures=2", f"train.storage_path={tmp_path}"],
-        base={"data": {"name": "jazznet-multi", "root": str(small_chords.parent), "chords": {"limit_chords": 40}}},
+        base={"data": {"name": "jazznet-multi", "root": str(small_chords.parent), "chords": {"limit_chords": SMALL_CHORDS_LIMIT}}},
     )
     experiment_id = ensure_experiment("reliability")
     before = worker_pids()
@@ -102,7 +103,7 @@ def test_failing_trials_leave_the_sweep_going_and_are_marked_failed(ray_session,
 def test_a_killed_data_build_leaves_nothing_complete_and_rebuilds_identically(ray_session, small_chords, tmp_path):
     import ray
 
-    command = [sys.executable, "-m", "orchestration.cli", "data", "build", "jazznet-multi", "--set", "chords.limit_chords=40", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "orchestration.cli", "data", "build", "jazznet-multi", "--set", f"chords.limit_chords={SMALL_CHORDS_LIMIT}", "--out", str(tmp_path)]
     # both builds join the session's Ray instance, as builds submitted to a cluster do (and two
     # Ray start-ups fewer); the killed driver's tasks die with it
     env = os.environ | {"PARTITA_HOME": str(tmp_path / "home"), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
