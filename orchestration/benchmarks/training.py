@@ -12,7 +12,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,7 +19,7 @@ from components.data.catalog import DataConfig, open_dataset
 from components.models.registry import get_family
 from orchestration.benchmarks import Figure, register
 from orchestration.config import ExperimentConfig, load_config
-from orchestration.data_build import build
+from orchestration.data_build import build, dataset_dir
 from orchestration.experiment import CONFIGS
 from orchestration.runtime import init_ray
 from orchestration.tracking import client, ensure_experiment
@@ -44,7 +43,7 @@ def plain_run(config: ExperimentConfig, windows: int, threads: int) -> tuple[lis
     torch.set_num_threads(threads)
     train = config.train
     family = get_family(config.model.family)
-    data = open_dataset(Path(config.data.root) / config.data.name)
+    data = open_dataset(dataset_dir(config.data))
     split = data.split("train")
     torch.manual_seed(train.seed)
     model = family.build(config.model, data.spec)
@@ -151,7 +150,7 @@ def sweep(quick: bool) -> list[Figure]:
         family = get_family(config.model.family)
         for seed in config.sweep.seeds:
             _, model = plain_run(config.with_values({"train.seed": seed}), 1, config.train.cpus_per_worker)
-            dataset = open_dataset(Path(folder) / data.name)
+            dataset = open_dataset(dataset_dir(data))
             with torch.no_grad():
                 for split in ("valid", "test"):  # what a trial evaluates at its end
                     family.evaluate(model.eval(), dataset.split(split).batches(32, config.train.eval_examples))
