@@ -123,6 +123,15 @@ def test_evaluation_reports_the_tables_per_source_metrics():
             metrics = SCORE_INFORMED.evaluate(model, [tiny_batch(config, seed=1), tiny_batch(config, seed=2)])
         assert {metric, *(f"{metric}_{name}" for name in names)} <= set(metrics)
         assert all(np.isfinite(value) for value in metrics.values())
+    # DSIT also scores without a threshold: chance is the reference rolls' positive rate, per source and pooled
+    batches = [tiny_batch(config, seed=1), tiny_batch(config, seed=2)]
+    reference = torch.cat([model.binary_rolls(b["rolls"]) for b in batches])
+    with torch.no_grad():
+        metrics = SCORE_INFORMED.evaluate(model, batches)
+    assert metrics["frame_ap_chance"] == pytest.approx(float(reference.float().mean()))
+    for s, name in enumerate(names):
+        assert metrics[f"frame_ap_chance_{name}"] == pytest.approx(float(reference[:, s].float().mean()))
+        assert f"frame_ap_{name}" in metrics
 
 
 def test_the_family_is_registered():

@@ -33,7 +33,7 @@ from components.data.multitrack.view import ViewConfig
 from components.errors import PartitaError
 from components.losses.separation import tpsa_loss
 from components.metrics.separation import si_sdr
-from components.metrics.transcription import Counts, note_counts, roll_to_notes
+from components.metrics.transcription import Counts, frame_average_precision, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.cerberus import OFFSET_RATIO, SOURCE_SETS
 from components.models.masked_separation import SeparationScores, masked_waveforms
@@ -278,6 +278,7 @@ class ScoreInformed(ModelFamily):
         fps = model.sample_rate / model.config.view.stft.hop_length
         loss, count, scores = 0.0, 0, SeparationScores()
         notes = [Counts(0, 0, 0) for _ in names]
+        rolls: list[tuple[np.ndarray, np.ndarray]] = []  # DSIT: (activations, binary roll) [B, S, frames, keys]
         for batch in batches:
             if model.config.task == "separation":  # one forward pass gives both the loss and the waveforms
                 estimates, output = separate(model, batch["mixture"], model.condition(batch))
@@ -285,6 +286,7 @@ class ScoreInformed(ModelFamily):
             else:
                 output = model(batch["mix_mag"], model.condition(batch))
                 estimate, reference = output.float().cpu().numpy(), model.binary_rolls(batch["rolls"]).cpu().numpy()
+                rolls.append((estimate, reference))
                 for b, s in np.ndindex(reference.shape[:2]):
                     notes[s] += note_counts(
                         roll_to_notes(reference[b, s].T, frames_per_second=fps),
@@ -302,6 +304,11 @@ class ScoreInformed(ModelFamily):
         else:
             metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
             metrics |= {f"note_f1_{class_key(name)}": notes[s].scores().f1 for s, name in enumerate(names)}
+            # threshold-free: shows a transcriber ranking notes before its activations cross NOTE_THRESHOLD
+            estimate, reference = (np.concatenate(side) for side in zip(*rolls))
+            metrics |= dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(estimate, reference)))
+            for s, name in enumerate(names):
+                metrics |= dict(zip((f"frame_ap_{class_key(name)}", f"frame_ap_chance_{class_key(name)}"), frame_average_precision(estimate[:, s], reference[:, s])))
         return metrics
 
     def apply(self, model: ScoreInformedModel, audio: torch.Tensor, data: ViewSpec) -> dict:
