@@ -135,6 +135,8 @@ def test_the_family_trains_and_scores_both_heads_and_the_transcription():
     assert all(np.isfinite(value) for value in metrics.values()), metrics
     assert {"loss", "loss_dc", "loss_mi", "loss_tr", "sdr", "si_sdri", "dc_sdr", "note_precision", "note_recall", "note_f1"} <= set(metrics)
     assert 0 <= metrics["note_f1"] <= 1 and {"sdr_piano", "note_f1_drums"} <= set(metrics)
+    # per source SI-SDRi (Table 4.1's MI+TR row): with every source scored, their mean is the overall one
+    assert metrics["si_sdri"] == pytest.approx((metrics["si_sdri_piano"] + metrics["si_sdri_drums"]) / 2, rel=1e-5)
     assert metrics["frame_ap_chance"] == pytest.approx(float((rolls > 30).float().mean()))  # the reference's positive rate
     figure = CERBERUS.figure(model, batch)
     assert len(figure.axes) == 3 * 4 and figure.axes[4].get_title() == "Piano: MI mask"

@@ -209,14 +209,18 @@ class Cerberus(ModelFamily):
                     offset_ratio=None if classes[s] == DRUMS_CLASS else OFFSET_RATIO,
                 )
         # a source silent over a whole segment has no SDR (NaN): the onset filter keeps them out
-        mi_sdr = scores["sdr"]  # [examples, S]
+        mi_sdr, mi_si_sdri = scores["sdr"], scores["si_sdri"]  # [examples, S]
         metrics = {name: total / count for name, total in totals.items()}
         metrics |= scores.means() | {"dc_sdr": float(np.nanmean(np.concatenate(dc_sdr)))}
         metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
         # the TR head's framewise AP over every source, beside the chance level of a head deaf to the audio
         metrics |= dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(*(np.concatenate(side) for side in zip(*rolls)))))
         for s, name in enumerate(classes):  # Table 3.3 is per instrument
-            metrics |= {f"sdr_{class_key(name)}": float(np.nanmean(mi_sdr[:, s])), f"note_f1_{class_key(name)}": notes[s].scores().f1}
+            metrics |= {
+                f"sdr_{class_key(name)}": float(np.nanmean(mi_sdr[:, s])),
+                f"si_sdri_{class_key(name)}": float(np.nanmean(mi_si_sdri[:, s])),  # Table 4.1's MI+TR row is per source
+                f"note_f1_{class_key(name)}": notes[s].scores().f1,
+            }
         return metrics
 
     def figure(self, model: CerberusModel, batch: Batch):
