@@ -344,7 +344,8 @@ def score_rolls(midi, classes: tuple[str, ...], frames: int, fps: float, taxonom
     for i, instrument in enumerate(midi.instruments):
         name = table.classes[table.class_of(DRUMS if instrument.is_drum else instrument.program)]
         source = name if name in classes else None
-        tracks.append({"track": i, "name": instrument.name, "program": instrument.program, "is_drum": instrument.is_drum, "class": name, "source": source})
+        # pretty_midi keeps a file's program as numpy int64, which JSON (score.json) does not take
+        tracks.append({"track": i, "name": instrument.name, "program": int(instrument.program), "is_drum": bool(instrument.is_drum), "class": name, "source": source})
         if source is not None:
             source_of[i] = classes.index(source)
     if not source_of:
