@@ -62,7 +62,7 @@ def test_without_regularisers_the_objective_matches_nnls_per_frame():
 
 
 def test_quiet_frames_reach_their_optimum_as_loud_ones_do():
-    """Every other frame 80 dB down: with steps in each frame's own units the defaults (100 steps, lr 0.1) bring
+    """Every other frame 80 dB down: with steps in each frame's own units the defaults (50 steps, lr 0.1) bring
     every frame within 1% of its energy of the optimum; in absolute units Adam's ~lr-sized steps swamp the quiet ones."""
     dictionary, spectrogram = random_problem(frames=100)
     spectrogram = spectrogram * np.where(np.arange(100) % 2, 1.0, 1e-4)
@@ -74,7 +74,7 @@ def test_quiet_frames_reach_their_optimum_as_loud_ones_do():
         return float(((((dictionary @ activations - spectrogram) ** 2).sum(axis=0) - optimum) / energy).max())
 
     assert worst_excess(True) <= 0.01
-    assert worst_excess(False) > 1.0
+    assert worst_excess(False) > 0.1
 
 
 def test_a_dictionary_column_decomposes_into_its_note():

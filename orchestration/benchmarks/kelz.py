@@ -8,7 +8,10 @@ per-frame implementation would use) gives the optimum. Figures: frames per secon
 each, timed in turns (median of repeats), the speed-up, and both objectives summed over
 the piece with the worst frame's excess, so the speed is not bought with accuracy.
 The solver runs with DemixConfig's defaults (its step count, learning rate and
-initialisation) on torch's default threads.
+initialisation), timed twice: on one thread (per core, as scipy runs and as the experiment's
+demixing trials run, one per core) and on torch's default threads (as `partita apply` runs it).
+The target is on the latter (the issue's comparison: what a user runs against the loop they
+would write); the per-core ratio is printed beside it.
 """
 
 from __future__ import annotations
@@ -59,27 +62,38 @@ def per_frame_objective(atoms: np.ndarray, spectrogram: np.ndarray, activations:
 
 @register(NAME)
 def kelz(quick: bool) -> list[Figure]:
+    default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="partita-bench-kelz-") as sources:
-        spectrogram, atoms = piece_and_dictionary(Path(sources))
+        spectrogram, atoms = piece_and_dictionary(Path(sources))  # (the renderer sets torch to one thread)
     config = DemixConfig(lambda_h=0.0, lambda_t=0.0)
     frames = spectrogram.shape[1]
     ours = decompose(atoms, [spectrogram], config)[0].astype(np.float64)  # also warms torch up
     reference = nnls_frames(atoms, spectrogram)
-    batched_seconds, nnls_seconds = interleave(
-        [lambda: decompose(atoms, [spectrogram], config), lambda: nnls_frames(atoms, spectrogram)], 1 if quick else 3
+
+    def batched(threads: int):
+        def run():
+            torch.set_num_threads(threads)
+            decompose(atoms, [spectrogram], config)
+        return run
+
+    one_thread_seconds, all_threads_seconds, nnls_seconds = interleave(
+        [batched(1), batched(default_threads), lambda: nnls_frames(atoms, spectrogram)], 1 if quick else 5
     )
+    torch.set_num_threads(default_threads)
     objective_ours, objective_nnls = per_frame_objective(atoms, spectrogram, ours), per_frame_objective(atoms, spectrogram, reference)
     # per frame, what the solver leaves above the optimum as a share of the frame's energy ||v||^2
     # (a ratio to the optimum itself explodes on near-silent frames whose optimum is ~0)
     excess = float(((objective_ours - objective_nnls) / np.maximum((spectrogram**2).sum(axis=0), 1e-12)).max())
     note = (
         f"{frames} frames x {atoms.shape[0]} mel bins x {atoms.shape[1]} notes; {config.steps} Adam steps, lr {config.lr}, "
-        f"init {config.init}; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}"
+        f"init {config.init}; load average {os.getloadavg()[0]:.1f}"
     )
     return [
         Figure(NAME, "scipy nnls, frame by frame: frames/s", round(frames / nnls_seconds, 1), "frames/s", note=note),
-        Figure(NAME, "batched projected Adam: frames/s", round(frames / batched_seconds, 1), "frames/s", note=note),
-        Figure(NAME, "speed-up of the batched solver", round(nnls_seconds / batched_seconds, 1), "x", ">= 20", note),
+        Figure(NAME, "batched projected Adam, 1 thread: frames/s", round(frames / one_thread_seconds, 1), "frames/s", note=note),
+        Figure(NAME, f"batched projected Adam, {default_threads} threads: frames/s", round(frames / all_threads_seconds, 1), "frames/s", note=note),
+        Figure(NAME, "speed-up of the batched solver, per core (1 thread each)", round(nnls_seconds / one_thread_seconds, 1), "x", note=note),
+        Figure(NAME, f"speed-up of the batched solver on {default_threads} threads", round(nnls_seconds / all_threads_seconds, 1), "x", ">= 20", note),
         Figure(NAME, "objective over the piece, scipy nnls (the optimum)", float(objective_nnls.sum()), "", note="sum over frames of ||D a - v||^2"),
         Figure(NAME, "objective over the piece, batched solver", float(objective_ours.sum()), "", note="same piece, same dictionary"),
         Figure(NAME, "objective ratio over the piece, batched / nnls", round(float(objective_ours.sum() / objective_nnls.sum()), 5), "x", "<= 1.01"),
