@@ -138,6 +138,7 @@ def test_the_family_trains_and_scores_both_heads_and_the_transcription():
     # per source SI-SDRi (Table 4.1's MI+TR row): with every source scored, their mean is the overall one
     assert metrics["si_sdri"] == pytest.approx((metrics["si_sdri_piano"] + metrics["si_sdri_drums"]) / 2, rel=1e-5)
     assert metrics["frame_ap_chance"] == pytest.approx(float((rolls > 30).float().mean()))  # the reference's positive rate
+    assert metrics["frame_ap_chance_drums"] == pytest.approx(float((rolls[:, 1] > 30).float().mean()))  # and per source
     figure = CERBERUS.figure(model, batch)
     assert len(figure.axes) == 3 * 4 and figure.axes[4].get_title() == "Piano: MI mask"
 

@@ -10,6 +10,7 @@ from components.metrics.transcription import (
     Scores,
     apply_thresholds,
     evaluate_notes,
+    frame_ap_by_source,
     frame_average_precision,
     frame_scores,
     instrument_recognition_scores,
@@ -267,6 +268,19 @@ def test_frame_average_precision_against_sklearn_and_chance():
     assert all(np.isnan(frame_average_precision(activations, np.zeros_like(roll))))
     with pytest.raises(ValueError, match="sizes differ"):
         frame_average_precision(activations[:, :10], roll)
+
+
+def test_frame_ap_by_source_pools_and_splits_sources():
+    rng = np.random.default_rng(4)
+    roll = rng.random((6, 2, 30, 88)) < 0.05  # [examples, sources, frames, pitches]
+    activations = np.where(roll, 0.9, 0.1)
+    activations[:, 1] = rng.random((6, 30, 88))  # source 1: scores blind to its roll
+    metrics = frame_ap_by_source(activations, roll, ["piano", "bass"])
+    assert metrics["frame_ap_piano"] == 1.0 and metrics["frame_ap_chance_piano"] == pytest.approx(roll[:, 0].mean())
+    assert metrics["frame_ap_bass"] < 0.2
+    assert (metrics["frame_ap"], metrics["frame_ap_chance"]) == pytest.approx(frame_average_precision(activations, roll))
+    with pytest.raises(ValueError, match="3 sources"):
+        frame_ap_by_source(activations, roll, ["piano", "bass", "drums"])
 
 
 def test_instrument_recognition_perfect_and_invalid():

@@ -338,6 +338,18 @@ def frame_average_precision(scores, labels) -> tuple[float, float]:
     return float(average_precision(scores[:, None], labels[:, None])[0]), float(labels.mean())
 
 
+def frame_ap_by_source(estimate, reference, source_keys: list[str]) -> dict[str, float]:
+    """`frame_ap` and `frame_ap_chance` pooled over every source, and per source (`frame_ap_<key>`,
+    `frame_ap_chance_<key>`), from activations and binary rolls [examples, sources, ...] of equal shape."""
+    estimate, reference = to_numpy(estimate), to_numpy(reference, bool)
+    if estimate.ndim < 2 or estimate.shape[1] != len(source_keys):
+        raise ValueError(f"expected [examples, {len(source_keys)} sources, ...], got {estimate.shape}")
+    metrics = dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(estimate, reference)))
+    for s, key in enumerate(source_keys):
+        metrics |= dict(zip((f"frame_ap_{key}", f"frame_ap_chance_{key}"), frame_average_precision(estimate[:, s], reference[:, s])))
+    return metrics
+
+
 def instrument_recognition_scores(scores, labels, *, threshold: float = 0.5) -> dict[str, float]:
     """F1 at `threshold` (score > threshold) and mAP, macro and support-weighted, from [items, classes], and
     the mAPs of the class-frequency baseline (`map_*_chance`: a score constant per class, such as its frequency

@@ -28,7 +28,7 @@ from components.errors import PartitaError
 from components.losses.clustering import deep_clustering_loss, dominant_source, kmeans_masks, loud_bins
 from components.losses.separation import tpsa_loss
 from components.metrics.separation import MAX_DB, sdr, si_sdr
-from components.metrics.transcription import Counts, frame_average_precision, note_counts, roll_to_notes
+from components.metrics.transcription import Counts, frame_ap_by_source, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.masked_separation import SeparationScores, masked_waveforms
 from components.models.masker import BLSTMStack, MaskHead, log_magnitude
@@ -213,8 +213,8 @@ class Cerberus(ModelFamily):
         metrics = {name: total / count for name, total in totals.items()}
         metrics |= scores.means() | {"dc_sdr": float(np.nanmean(np.concatenate(dc_sdr)))}
         metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
-        # the TR head's framewise AP over every source, beside the chance level of a head deaf to the audio
-        metrics |= dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(*(np.concatenate(side) for side in zip(*rolls)))))
+        # the TR head's framewise AP, pooled and per source, beside the chance level of a head deaf to the audio
+        metrics |= frame_ap_by_source(*(np.concatenate(side) for side in zip(*rolls)), [class_key(name) for name in classes])
         for s, name in enumerate(classes):  # Table 3.3 is per instrument
             metrics |= {
                 f"sdr_{class_key(name)}": float(np.nanmean(mi_sdr[:, s])),

@@ -33,7 +33,7 @@ from components.data.multitrack.view import ViewConfig
 from components.errors import PartitaError
 from components.losses.separation import tpsa_loss
 from components.metrics.separation import si_sdr
-from components.metrics.transcription import Counts, frame_average_precision, note_counts, roll_to_notes
+from components.metrics.transcription import Counts, frame_ap_by_source, note_counts, roll_to_notes
 from components.models.base import Batch, ModelConfig, ModelFamily, ViewSpec
 from components.models.cerberus import OFFSET_RATIO, SOURCE_SETS
 from components.models.masked_separation import SeparationScores, masked_waveforms
@@ -305,10 +305,7 @@ class ScoreInformed(ModelFamily):
             metrics |= dict(zip(("note_precision", "note_recall", "note_f1"), sum(notes, Counts(0, 0, 0)).scores()))
             metrics |= {f"note_f1_{class_key(name)}": notes[s].scores().f1 for s, name in enumerate(names)}
             # threshold-free: shows a transcriber ranking notes before its activations cross NOTE_THRESHOLD
-            estimate, reference = (np.concatenate(side) for side in zip(*rolls))
-            metrics |= dict(zip(("frame_ap", "frame_ap_chance"), frame_average_precision(estimate, reference)))
-            for s, name in enumerate(names):
-                metrics |= dict(zip((f"frame_ap_{class_key(name)}", f"frame_ap_chance_{class_key(name)}"), frame_average_precision(estimate[:, s], reference[:, s])))
+            metrics |= frame_ap_by_source(*(np.concatenate(side) for side in zip(*rolls)), [class_key(name) for name in names])
         return metrics
 
     def apply(self, model: ScoreInformedModel, audio: torch.Tensor, data: ViewSpec) -> dict:
