@@ -67,13 +67,14 @@ def test_tree_monitor_counts_the_memory_and_cpu_of_child_processes():
 
 
 def test_the_plain_loop_trains_on_the_data_set_its_config_names(small_chords):
-    """`bench train` and `bench sweep` time this loop against Ray Train; it opens the built folder (name + recipe hash)."""
-    from components.data.catalog import DataConfig
+    """`bench train` and `bench sweep` time this loop against Ray Train on the built folder (name + recipe hash)."""
+    from components.data.catalog import DataConfig, open_dataset
     from orchestration.benchmarks.training import _config, plain_run
+    from orchestration.data_build import dataset_dir
     from tests.conftest import SMALL_CHORDS_LIMIT
 
     data = DataConfig(name="jazznet-multi", root=str(small_chords.parent), chords={"limit_chords": SMALL_CHORDS_LIMIT})
     config = _config("musicslots", "smoke", data, ["train.log_every=2"])
-    rates, model = plain_run(config, windows=2, threads=1)
+    rates, model = plain_run(config, open_dataset(dataset_dir(config.data)), windows=2, threads=1)
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
     assert all(torch.isfinite(p).all() for p in model.parameters())

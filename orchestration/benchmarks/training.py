@@ -38,12 +38,11 @@ def _config(family: str, preset: str, data: DataConfig, overrides: list[str]) ->
     return load_config([CONFIGS / family / f"{preset}.yaml"], overrides, base={"data": data.model_dump(mode="json")})
 
 
-def plain_run(config: ExperimentConfig, windows: int, threads: int) -> tuple[list[float], torch.nn.Module]:
-    """Samples/s per window of `log_every` steps in one process without Ray, and the trained model."""
+def plain_run(config: ExperimentConfig, data, windows: int, threads: int) -> tuple[list[float], torch.nn.Module]:
+    """Samples/s per window of `log_every` steps in one process without Ray on `data` (open_dataset), and the trained model."""
     torch.set_num_threads(threads)
     train = config.train
     family = get_family(config.model.family)
-    data = open_dataset(dataset_dir(config.data))
     split = data.split("train")
     torch.manual_seed(train.seed)
     model = family.build(config.model, data.spec)
@@ -88,9 +87,10 @@ def train_throughput(quick: bool) -> list[Figure]:
                 f"train.eval_every={steps}", "train.eval_examples=8", "train.use_gpu=false", f"train.storage_path={folder}/runs",
             ])
             ray_rates, plain_rates = [], []
+            dataset = open_dataset(dataset_dir(data))
             for repeat in range(1 if quick else 2):  # in turns: Ray Train, plain, Ray Train, plain
                 ray_rates += ray_windows(config, f"{family}-{preset}-{repeat}-{time.time_ns()}")[1:]
-                plain_rates += plain_run(config, WINDOWS, config.train.cpus_per_worker)[0][1:]
+                plain_rates += plain_run(config, dataset, WINDOWS, config.train.cpus_per_worker)[0][1:]
             ray_rate, plain_rate = statistics.median(ray_rates), statistics.median(plain_rates)
             note = f"{family} {preset} sizes, batch {batch}, {config.train.cpus_per_worker} CPU thread(s), median of {len(ray_rates)} windows of {per_window} steps"
             figures += [
@@ -115,9 +115,10 @@ def cpu_preset_before_after(quick: bool, data: DataConfig) -> list[Figure]:
         name: _config("musicslots", "cpu", data, overrides + [f"train.log_every={per_window}"])
         for name, overrides in (("before", CPU_BEFORE), ("after", []))
     }
+    dataset = open_dataset(dataset_dir(data))
     for _ in range(1 if quick else 3):
         for name, config in runs.items():
-            rates[name] += plain_run(config, WINDOWS, 1)[0][1:]
+            rates[name] += plain_run(config, dataset, WINDOWS, 1)[0][1:]
     before, after = statistics.median(rates["before"]), statistics.median(rates["after"])
     note = f"musicslots cpu preset, plain loop, 1 thread, median of {len(rates['after'])} windows of {per_window} steps each"
     return [
@@ -148,9 +149,9 @@ def sweep(quick: bool) -> list[Figure]:
         assert all(t.status == "finished" for t in result.trials), [t.error for t in result.trials]
         start = time.perf_counter()
         family = get_family(config.model.family)
+        dataset = open_dataset(dataset_dir(data))
         for seed in config.sweep.seeds:
-            _, model = plain_run(config.with_values({"train.seed": seed}), 1, config.train.cpus_per_worker)
-            dataset = open_dataset(dataset_dir(data))
+            _, model = plain_run(config.with_values({"train.seed": seed}), dataset, 1, config.train.cpus_per_worker)
             with torch.no_grad():
                 for split in ("valid", "test"):  # what a trial evaluates at its end
                     family.evaluate(model.eval(), dataset.split(split).batches(32, config.train.eval_examples))

@@ -119,7 +119,7 @@ class Kelz(ModelFamily):
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         loss = torch.nn.functional.mse_loss(model(compress(batch["source"])), compress(batch["target"]))
-        return loss, {"loss": float(loss)}
+        return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: torch.nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Mean per-snippet MSE and SSIM of f(V_S) against V_T (log scale), and the MSE of V_S itself (no denoising)."""
