@@ -57,7 +57,7 @@ def test_defaults_are_the_paper_model():
     assert (config.encoder_channels, config.encoder_layers, config.encoder_kernel, config.encoder_stride) == (128, 4, 5, (1, 2))
     assert (config.num_slots, config.iters, config.slot_size, config.mlp_hidden) == (7, 3, 128, 128)
     assert (config.decoder_grid, config.decoder_upsampling, config.decoder_channels) == ((8, 2), 4, 128)
-    assert (config.mask_norm, config.implicit) == ("none", True)
+    assert (config.mask_norm, config.implicit, config.decoder_input) == ("none", True, "broadcast")
     assert (FAMILY.selection_metric, FAMILY.selection_mode) == ("miou", "max")
 
 
@@ -71,12 +71,25 @@ def test_paper_model_shapes():
     assert out["slots"].shape == (1, 7, 128)
 
 
+@pytest.mark.parametrize("decoder_input", ["broadcast", "linear"])
 @pytest.mark.parametrize("mask_norm", ["softmax", "sigmoid", "none"])
-def test_small_decoder_reaches_the_input_size(mask_norm):
-    model = tiny(mask_norm=mask_norm, decoder_channels=32)
+def test_small_decoder_reaches_the_input_size(mask_norm, decoder_input):
+    model = tiny(mask_norm=mask_norm, decoder_channels=32, decoder_input=decoder_input)
     out = model(synthetic_batch(2)["chord_db"])
     assert out["slots_db"].shape == (2, 3, 128, 32) and out["recon_db"].shape == (2, 1, 128, 32)
     assert model.decoder.deconvs[-1].out_channels == (1 if mask_norm == "none" else 2)
+
+
+def test_linear_decoder_input_gives_each_grid_cell_its_own_weights():
+    """The broadcast grid differs across cells only by the position embedding, the same for every slot; the
+    linear input lets a slot's cells differ as the slot says (so two slots can differ in where they have energy)."""
+    slots = torch.randn(2, 3, 16)
+    for decoder_input, position_only in (("broadcast", True), ("linear", False)):
+        decoder = tiny(decoder_input=decoder_input).decoder
+        with torch.no_grad():
+            grid = decoder.pos(slots.reshape(6, 1, 1, 16).expand(-1, 16, 4, -1)) if position_only else decoder.linear(slots.reshape(6, 16)).view(6, -1, 16, 4).permute(0, 2, 3, 1)
+        across_cells = grid - grid[:, :1, :1]  # [slot, row, col, channel] minus the slot's first cell
+        assert torch.allclose(across_cells[0], across_cells[1], atol=1e-6) == position_only
 
 
 def test_decoder_that_cannot_reach_the_input_size_is_refused():

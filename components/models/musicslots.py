@@ -51,6 +51,11 @@ class MusicSlotsConfig(ModelConfig):
     decoder_upsampling: int = Field(4, ge=0, description="stride-2 transposed convs, each doubling both axes")
     decoder_channels: int = Field(128, gt=0)
     decoder_kernel: Kernel = 5
+    decoder_input: Literal["broadcast", "linear"] = Field(
+        "broadcast",
+        description="how a slot reaches the decoder's grid: tiled over it plus a learned position embedding (the paper), "
+        "or a Linear map to decoder_channels per grid cell, position-specific weights as the AE's decoder (ours)",
+    )
     # the networks' units: the encoder sees (dB - db_offset) / db_scale and the decoder's
     # output y means db_offset + db_scale * y dB. The paper's are raw dB (0, 1).
     db_offset: float = Field(0.0, description="dB level the encoder's input is centred on and the decoder's output starts from")
@@ -138,19 +143,33 @@ class SlotAttention(nn.Module):
         return self.step(slots.detach(), k, v)
 
 
-class BroadcastDecoder(nn.Module):
-    """[B, K, slot_size] -> [B, K, channels, F, T], each slot decoded independently."""
+class SlotDecoder(nn.Module):
+    """[B, K, slot_size] -> [B, K, channels, F, T], each slot decoded independently.
+
+    `broadcast` (the paper's spatial broadcast): every grid cell gets the slot plus a learned
+    embedding of its position, so where a cell lies enters additively and the convolutions
+    must turn it into a note's rows. `linear`: a Linear map gives every cell its own weights
+    on the slot (as the AE's decoder does), so a slot can address rows directly.
+    """
 
     def __init__(self, config: MusicSlotsConfig, out_channels: int):
         super().__init__()
-        self.grid = config.decoder_grid
-        self.pos = SoftPositionEmbedding(config.slot_size, *self.grid)
-        self.deconvs = deconv_stack(config.slot_size, config.decoder_channels, config.decoder_upsampling, config.decoder_kernel, out_channels)
+        self.grid, self.input = config.decoder_grid, config.decoder_input
+        if self.input == "broadcast":
+            self.pos = SoftPositionEmbedding(config.slot_size, *self.grid)
+            in_channels = config.slot_size
+        else:
+            self.linear = nn.Linear(config.slot_size, config.decoder_channels * self.grid[0] * self.grid[1])
+            in_channels = config.decoder_channels
+        self.deconvs = deconv_stack(in_channels, config.decoder_channels, config.decoder_upsampling, config.decoder_kernel, out_channels)
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
         batch, num_slots, size = slots.shape
-        x = slots.reshape(batch * num_slots, 1, 1, size).expand(-1, *self.grid, -1)
-        return self.deconvs(self.pos(x).permute(0, 3, 1, 2)).unflatten(0, (batch, num_slots))
+        if self.input == "broadcast":
+            x = self.pos(slots.reshape(batch * num_slots, 1, 1, size).expand(-1, *self.grid, -1)).permute(0, 3, 1, 2)
+        else:
+            x = self.linear(slots.reshape(batch * num_slots, size)).view(batch * num_slots, -1, *self.grid)
+        return self.deconvs(x).unflatten(0, (batch, num_slots))
 
 
 def floor_db(db: torch.Tensor, top_db: float) -> torch.Tensor:
@@ -208,7 +227,7 @@ class MusicSlots(nn.Module):
         self.mask_norm, self.top_db = config.mask_norm, config.top_db
         self.encoder = Encoder(config, data)
         self.slot_attention = SlotAttention(config)
-        self.decoder = BroadcastDecoder(config, out_channels=1 if config.mask_norm == "none" else 2)
+        self.decoder = SlotDecoder(config, out_channels=1 if config.mask_norm == "none" else 2)
         # Spectrograms span about +-20 dB around -20 dB, while the networks' natural scale is
         # about 1: in raw dB the first few hundred steps only grow weights to reach the level
         # and range of the data. The affine change of units leaves the architecture as it is.

@@ -192,7 +192,7 @@ def decompose(dictionary: np.ndarray | torch.Tensor, spectrograms: list, config:
     dictionary = torch.as_tensor(dictionary, dtype=torch.float32, device=device)
     out = []
     for start in range(0, len(spectrograms), config.pieces_per_batch):
-        part = [torch.as_tensor(s, dtype=torch.float32, device=device) for s in spectrograms[start : start + config.pieces_per_batch]]
+        part = [torch.from_numpy(np.array(s, dtype=np.float32)).to(device) for s in spectrograms[start : start + config.pieces_per_batch]]  # a copy: Arrow arrays are read-only
         activations = solve(dictionary, Problem.pad(part), config)
         out += [a[:, : s.shape[1]].cpu().numpy() for a, s in zip(activations, part)]
     return out
