@@ -26,10 +26,10 @@ RECORD = "apply.json"  # what was applied to what, written last
 
 
 def families_with_apply() -> list[str]:
-    from components.models.registry import FAMILIES
     from components.models.base import ModelFamily
+    from components.models.registry import all_families
 
-    return sorted(name for name, family in FAMILIES.items() if type(family).apply is not ModelFamily.apply)
+    return sorted(name for name, family in all_families().items() if type(family).apply is not ModelFamily.apply)
 
 
 def read_audio(path: Path, sample_rate: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from components.data.catalog import PIANO_DOMAINS, SLAKH_LIKE, DataConfig
 from components.errors import PartitaError
-from components.models.registry import FAMILIES, get_family
+from components.models.registry import FAMILY_NAMES, get_family
 from components.models.base import ModelConfig
 from components.probes import ProbeConfig
 from components.schema import StrictModel
@@ -107,9 +107,9 @@ class ExperimentConfig(StrictModel):
         if isinstance(value, ModelConfig):
             return value
         if not isinstance(value, dict) or "family" not in value:
-            raise ValueError(f"model needs a 'family' key, one of {', '.join(sorted(FAMILIES))}")
-        if value["family"] not in FAMILIES:
-            raise ValueError(f"unknown model family {value['family']!r}; choose one of {', '.join(sorted(FAMILIES))}")
+            raise ValueError(f"model needs a 'family' key, one of {', '.join(sorted(FAMILY_NAMES))}")
+        if value["family"] not in FAMILY_NAMES:
+            raise ValueError(f"unknown model family {value['family']!r}; choose one of {', '.join(sorted(FAMILY_NAMES))}")
         return get_family(value["family"]).config_class.model_validate(value)
 
     @model_validator(mode="after")
@@ -246,7 +246,7 @@ def _schema_tree(tree: dict) -> dict:
     """Every key an override may address: the schema's fields, the chosen family's included."""
     family = tree.get("model", {}).get("family") if isinstance(tree.get("model"), dict) else None
     keys = _field_tree(ExperimentConfig)
-    keys["model"] = _field_tree(get_family(family).config_class) if family in FAMILIES else {"family": None}
+    keys["model"] = _field_tree(get_family(family).config_class) if family in FAMILY_NAMES else {"family": None}
     return keys
 
 

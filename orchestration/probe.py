@@ -77,7 +77,7 @@ def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None 
     """Probe a training run (or a sweep's best run); returns {"run_id", "valid", "test"} accuracies."""
     import ray
 
-    from components.models.registry import FAMILIES, get_family
+    from components.models.registry import all_families, get_family
     from orchestration.data_build import dataset_dir
     from orchestration.runtime import init_ray
 
@@ -87,7 +87,7 @@ def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None 
     if not family.has_representation:
         raise PartitaError(
             f"run {run.info.run_id} is a {family.name} model, which has no representation to probe",
-            f"probe a run of a family with a representation: {', '.join(n for n, f in FAMILIES.items() if f.has_representation)}",
+            f"probe a run of a family with a representation: {', '.join(n for n, f in all_families().items() if f.has_representation)}",
         )
     with tempfile.TemporaryDirectory() as folder:
         config_path = client(uri).download_artifacts(run.info.run_id, "config.json", folder)

@@ -176,6 +176,10 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
             search_alg=search_alg,
             num_samples=config.sweep.num_samples if config.sweep.search == "optuna" else 1,
             max_concurrent_trials=concurrency(config),
+            # A trial's process is kept for the next trial (same resources): torch, MLflow's
+            # store and the family are imported once per slot, not once per trial. Each run
+            # seeds itself and sets its threads (train_loop.run_loop), so nothing carries over.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -78,3 +78,24 @@ def test_the_plain_loop_trains_on_the_data_set_its_config_names(small_chords):
     rates, model = plain_run(config, open_dataset(dataset_dir(config.data)), windows=2, threads=1)
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_sweeps_fixed_cost_counts_what_runs_do_not_log(tmp_path, monkeypatch):
+    """Two slots for 120 s hold 240 slot-seconds; four runs of 40 s steps + 5 s evaluation leave 60: 15 s per trial,
+    though each run's own clock (50 s, 45 of them work) shows 5 s of fixed cost."""
+    from orchestration.benchmarks.training import trial_phases
+    from orchestration.sweep import SweepResult
+    from orchestration.tracking import PARENT_TAG, client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow = client()
+    experiment = mlflow.create_experiment("bench", artifact_location=str(tmp_path / "artifacts"))
+    parent = mlflow.create_run(experiment).info.run_id
+    for _ in range(4):
+        run = mlflow.create_run(experiment, tags={PARENT_TAG: parent}).info.run_id
+        for phase, seconds in {"run": 50.0, "steps": 40.0, "eval": 5.0, "start": 3.0, "figure": 1.5}.items():
+            mlflow.log_metric(run, f"time/{phase}_s", seconds)
+    figures = {f.name: f.value for f in trial_phases(SweepResult("s", parent, experiment, []), sweep_seconds=120.0, slots=2)}
+    assert figures["per trial: fixed cost within its run (run minus steps and evaluation)"] == 5.0
+    assert figures["per trial: fixed cost over the sweep (2 slots x wall time, minus all steps and evaluation)"] == 15.0
+    assert figures["per trial: start-up until the first step (processes, imports, MLflow run, data, model)"] == 3.0

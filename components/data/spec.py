@@ -1,8 +1,8 @@
 """What a built data set tells a model, and how a family makes its own examples: data-side types.
 
 They live with the data, not with the models, so that readers and the Ray Data stage can
-name them without importing the model registry (components.models.registry imports every family,
-and the families import these readers). components.models.base re-exports them.
+name them without importing any model family (the families import these readers).
+components.models.base re-exports them.
 """
 
 from __future__ import annotations
