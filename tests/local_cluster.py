@@ -17,7 +17,11 @@ import sys
 import time
 
 REPLY = "cluster-keeper: "
-NODE_ARGS = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 * 1024**2}
+# No node_ip_address: a driver given RAY_ADDRESS=127.0.0.1:port has it rewritten to the machine's
+# own address (ray._private.services.canonicalize_bootstrap_address), which a GCS bound to
+# 127.0.0.1 never answers: the drivers waited forever. Nodes on the machine's address are reached
+# from here either way (the traffic stays on this host).
+NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 
 
 def patient_node_start() -> None:

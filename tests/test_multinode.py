@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from components.data.catalog import DataConfig
 from components.data.manifest import read_manifest
 from orchestration.config import load_config
+from orchestration.data_build import dataset_dir
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import PARENT_TAG, RUN_KEY_TAG, client, ensure_experiment
 from tests.conftest import SMALL_CHORDS_LIMIT, processes_mentioning
@@ -53,11 +55,16 @@ def build_chords(cluster: LocalCluster, out: Path, *options: str) -> subprocess.
     return done
 
 
+def built_folder(root: Path) -> Path:
+    """Where `build_chords` puts the set under `root` (its name and recipe hash)."""
+    return dataset_dir(DataConfig(name="jazznet-multi", root=str(root), chords={"limit_chords": SMALL_CHORDS_LIMIT}))
+
+
 @pytest.fixture(scope="module")
 def chords(cluster, tmp_path_factory) -> tuple[Path, str]:
     """A small jazznet-multi built on both nodes (one actor per node), and what the build printed."""
     out = tmp_path_factory.mktemp("cluster-data")
-    return out / "jazznet-multi", build_chords(cluster, out).stdout
+    return built_folder(out), build_chords(cluster, out).stdout
 
 
 def data_settings(data: Path) -> list[str]:
@@ -125,7 +132,7 @@ def test_a_sweep_spreads_its_trials_over_both_nodes(cluster, chords):
 def test_a_chord_set_built_on_two_nodes_equals_the_one_node_build(cluster, chords, tmp_path):
     assert "with 2 workers" in chords[1]  # one actor per node (each has 1 CPU)
     assert "with 1 workers" in build_chords(cluster, tmp_path, "--workers", "1").stdout  # one actor: one node
-    assert read_manifest(tmp_path / "jazznet-multi")["content_hash"] == read_manifest(chords[0])["content_hash"]
+    assert read_manifest(built_folder(tmp_path))["content_hash"] == read_manifest(chords[0])["content_hash"]
 
 
 def test_storage_local_to_the_driver_is_refused_before_training(cluster, chords, tmp_path):
@@ -175,7 +182,7 @@ def test_a_run_survives_losing_a_node(cluster, chords, tmp_path):
         snapshot, deadline = tmp_path / "train_lose-a-node" / "checkpoint_manager_snapshot.json", time.time() + 600
         while not (snapshot.is_file() and "checkpoint_" in snapshot.read_text()) and time.time() < deadline and driver.poll() is None:
             time.sleep(0.2)
-        assert driver.poll() is None, "the run ended before its node could be removed"
+        assert driver.poll() is None, f"the run ended before its node could be removed: {driver.stderr.read()[-3000:]}"
         cluster.remove("node-b")
         # the run notices, records the failure and waits for capacity (2 workers, 1 CPU left)
         while "partita.failures" not in training_run("lose-a-node").data.tags and time.time() < deadline:

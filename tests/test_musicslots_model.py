@@ -164,11 +164,12 @@ def test_implicit_differentiation_cuts_the_slot_init_out_of_the_gradient():
     loss, _ = FAMILY.loss(model, synthetic_batch(2))
     loss.backward()
     sa = model.slot_attention
-    # the first-order implicit gradient only sees the last step: the learned init gets none
-    assert sa.mu.grad is None and sa.log_sigma.grad is None
+    # the first-order implicit gradient only sees the last step: the learned init gets none, so it is frozen
+    assert sa.mu.grad is None and sa.log_sigma.grad is None and not sa.mu.requires_grad and not sa.log_sigma.requires_grad
+    # and every trainable parameter gets a gradient, which DDP (train.num_workers > 1) waits for
     for name, param in model.named_parameters():
         if name not in ("slot_attention.mu", "slot_attention.log_sigma"):
-            assert param.grad is not None and param.grad.abs().sum() > 0, name
+            assert param.requires_grad and param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 def test_implicit_differentiation_changes_gradients_not_values():

@@ -104,8 +104,10 @@ class SlotAttention(nn.Module):
         super().__init__()
         self.iters, self.epsilon, self.implicit = config.iters, config.epsilon, config.implicit
         self.scale = config.attention_size**-0.5
-        self.mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.num_slots, config.slot_size)))
-        self.log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.num_slots, config.slot_size)))
+        # With implicit differentiation no gradient reaches the initialisation (see forward): frozen,
+        # so that DDP, which waits for a gradient of every trainable parameter, does not wait forever.
+        self.mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.num_slots, config.slot_size)), requires_grad=not config.implicit)
+        self.log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.num_slots, config.slot_size)), requires_grad=not config.implicit)
         self.norm_inputs = nn.LayerNorm(config.token_size)
         self.norm_slots = nn.LayerNorm(config.slot_size)
         self.norm_mlp = nn.LayerNorm(config.slot_size)
