@@ -27,16 +27,7 @@ from orchestration.tracking import PARENT_TAG, RUN_KEY_TAG, client, ensure_exper
 from tests.conftest import SMALL_CHORDS_LIMIT, processes_mentioning
 from tests.local_cluster import LocalCluster
 
-# Opt-in until a first run reaches its assertions: on 2026-11-29 every start-up timed out on an
-# overloaded machine, and the first quiet run hung in the cross-node data build (the chord build's
-# actor pool on 1-CPU nodes; 9 minutes at 2% CPU). Issue 17 stays open on it.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get("PARTITA_MULTINODE_TESTS"),
-        reason="multi-node tests are opt-in (PARTITA_MULTINODE_TESTS=1): the cross-node chord build hung on their first quiet run (issue 17)",
-    ),
-]
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 20
 
@@ -170,6 +161,12 @@ def test_too_few_cpus_on_a_local_instance_are_named_at_once(ray_session, chords,
     assert not client().search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = 'train:too-many-local-workers'")  # nothing written
 
 
+# Opt-in: it passes alone (2026-11-30, 112 s), but after the module's other tests its driver's
+# TrainController was cancelled before it started, twice (issue 17).
+@pytest.mark.skipif(
+    not os.environ.get("PARTITA_MULTINODE_TESTS"),
+    reason="opt-in (PARTITA_MULTINODE_TESTS=1): after this module's other tests its TrainController is cancelled before it starts (issue 17)",
+)
 def test_a_run_survives_losing_a_node(cluster, chords, tmp_path):
     """Last in this module: it replaces node-b with node-c."""
     steps = 40
