@@ -83,12 +83,15 @@ def test_small_decoder_reaches_the_input_size(mask_norm, decoder_input):
 def test_linear_decoder_input_gives_each_grid_cell_its_own_weights():
     """The broadcast grid differs across cells only by the position embedding, the same for every slot; the
     linear input lets a slot's cells differ as the slot says (so two slots can differ in where they have energy)."""
-    slots = torch.randn(2, 3, 16)
     for decoder_input, position_only in (("broadcast", True), ("linear", False)):
         decoder = tiny(decoder_input=decoder_input).decoder
+        grids = []
+        decoder.deconvs.register_forward_pre_hook(lambda module, args: grids.append(args[0]))
         with torch.no_grad():
-            grid = decoder.pos(slots.reshape(6, 1, 1, 16).expand(-1, 16, 4, -1)) if position_only else decoder.linear(slots.reshape(6, 16)).view(6, -1, 16, 4).permute(0, 2, 3, 1)
-        across_cells = grid - grid[:, :1, :1]  # [slot, row, col, channel] minus the slot's first cell
+            decoder(torch.randn(1, 2, 16))
+        grid = grids[0]  # [slots, channels, rows, cols]: what the convolutions receive
+        across_cells = grid - grid[..., :1, :1]
+        assert grid.shape[-2:] == (16, 4)
         assert torch.allclose(across_cells[0], across_cells[1], atol=1e-6) == position_only
 
 
