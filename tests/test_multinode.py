@@ -161,8 +161,8 @@ def test_too_few_cpus_on_a_local_instance_are_named_at_once(ray_session, chords,
     assert not client().search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = 'train:too-many-local-workers'")  # nothing written
 
 
-# Opt-in: it passes alone (2026-11-30, 112 s), but after the module's other tests its driver's
-# TrainController was cancelled before it started, twice (issue 17).
+# Opt-in: it passes alone (2026-11-30, 112 s) and after any one of the module's other tests, but
+# after all of them its driver's TrainController was cancelled before it started, twice (issue 17).
 @pytest.mark.skipif(
     not os.environ.get("PARTITA_MULTINODE_TESTS"),
     reason="opt-in (PARTITA_MULTINODE_TESTS=1): after this module's other tests its TrainController is cancelled before it starts (issue 17)",
