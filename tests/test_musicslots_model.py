@@ -88,7 +88,7 @@ def test_linear_decoder_input_gives_each_grid_cell_its_own_weights():
         grids = []
         decoder.deconvs.register_forward_pre_hook(lambda module, args: grids.append(args[0]))
         with torch.no_grad():
-            decoder(torch.randn(1, 2, 16))
+            decoder(torch.randn(2, 16))  # two slots
         grid = grids[0]  # [slots, channels, rows, cols]: what the convolutions receive
         across_cells = grid - grid[..., :1, :1]
         assert grid.shape[-2:] == (16, 4)

@@ -164,13 +164,14 @@ class ConvEncoder(nn.Module):
 
 
 class LatentDecoder(nn.Module):
-    """[B, latent] -> [B, C, F, T]: Linear to the encoder's grid, then Table 9's deconvolutions."""
+    """[B, latent] -> [B, out_channels, F, T]: Linear to a `channels` x `grid` map (every cell its own
+    weights on the latent), then Table 9's deconvolutions. Also MusicSlots's `decoder_input: linear`."""
 
-    def __init__(self, config: AutoencoderConfig | VAEConfig, data: DataSpec, grid: tuple[int, int]):
+    def __init__(self, latent_size: int, channels: int, grid: tuple[int, int], upsampling: int, kernel: int, out_channels: int):
         super().__init__()
-        self.shape = (config.channels, *grid)
-        self.linear = nn.Linear(config.latent_size, config.channels * grid[0] * grid[1])
-        self.deconvs = deconv_stack(config.channels, config.channels, config.layers, config.kernel, data.input_shape[0])
+        self.shape = (channels, *grid)
+        self.linear = nn.Linear(latent_size, channels * grid[0] * grid[1])
+        self.deconvs = deconv_stack(channels, channels, upsampling, kernel, out_channels)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.deconvs(self.linear(latent).view(-1, *self.shape))
@@ -181,7 +182,7 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.encoder = ConvEncoder(config, data)
         self.to_latent = nn.Linear(self.encoder.out_size, config.latent_size)
-        self.decoder = LatentDecoder(config, data, self.encoder.grid)
+        self.decoder = LatentDecoder(config.latent_size, config.channels, self.encoder.grid, config.layers, config.kernel, data.input_shape[0])
 
     def encode(self, chord_db: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(chord_db))
@@ -198,7 +199,7 @@ class VAE(nn.Module):
         self.encoder = ConvEncoder(config, data)
         self.to_mu = nn.Linear(self.encoder.out_size, config.latent_size)
         self.to_logvar = nn.Linear(self.encoder.out_size, config.latent_size)
-        self.decoder = LatentDecoder(config, data, self.encoder.grid)
+        self.decoder = LatentDecoder(config.latent_size, config.channels, self.encoder.grid, config.layers, config.kernel, data.input_shape[0])
 
     def encode(self, chord_db: torch.Tensor) -> torch.Tensor:
         """The posterior mean: the representation a probe reads."""

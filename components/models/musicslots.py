@@ -22,7 +22,7 @@ from torch import nn
 from components.data.features import FeatureConfig
 from components.errors import PartitaError
 from components.metrics.slots import match_notes
-from components.models.autoencoders import Kernel, conv_output_size, conv_stack, deconv_stack, max_doublings, model_device, upsampled_size
+from components.models.autoencoders import Kernel, LatentDecoder, conv_output_size, conv_stack, deconv_stack, max_doublings, model_device, upsampled_size
 from components.models.base import Batch, DataSpec, ModelConfig, ModelFamily, Representation
 
 MASK_DB = FeatureConfig().mask_db  # the data's absolute mask level, for mIoU
@@ -145,33 +145,20 @@ class SlotAttention(nn.Module):
         return self.step(slots.detach(), k, v)
 
 
-class SlotDecoder(nn.Module):
-    """[B, K, slot_size] -> [B, K, channels, F, T], each slot decoded independently.
-
-    `broadcast` (the paper's spatial broadcast): every grid cell gets the slot plus a learned
-    embedding of its position, so where a cell lies enters additively and the convolutions
-    must turn it into a note's rows. `linear`: a Linear map gives every cell its own weights
-    on the slot (as the AE's decoder does), so a slot can address rows directly.
-    """
+class BroadcastDecoder(nn.Module):
+    """[N, slot_size] -> [N, channels, F, T]: the paper's spatial broadcast. Every grid cell gets the
+    slot plus a learned embedding of its position, so where a cell lies enters additively and the
+    convolutions must turn it into a note's rows (`decoder_input: linear` is the AE's LatentDecoder)."""
 
     def __init__(self, config: MusicSlotsConfig, out_channels: int):
         super().__init__()
-        self.grid, self.input = config.decoder_grid, config.decoder_input
-        if self.input == "broadcast":
-            self.pos = SoftPositionEmbedding(config.slot_size, *self.grid)
-            in_channels = config.slot_size
-        else:
-            self.linear = nn.Linear(config.slot_size, config.decoder_channels * self.grid[0] * self.grid[1])
-            in_channels = config.decoder_channels
-        self.deconvs = deconv_stack(in_channels, config.decoder_channels, config.decoder_upsampling, config.decoder_kernel, out_channels)
+        self.grid = config.decoder_grid
+        self.pos = SoftPositionEmbedding(config.slot_size, *self.grid)
+        self.deconvs = deconv_stack(config.slot_size, config.decoder_channels, config.decoder_upsampling, config.decoder_kernel, out_channels)
 
     def forward(self, slots: torch.Tensor) -> torch.Tensor:
-        batch, num_slots, size = slots.shape
-        if self.input == "broadcast":
-            x = self.pos(slots.reshape(batch * num_slots, 1, 1, size).expand(-1, *self.grid, -1)).permute(0, 3, 1, 2)
-        else:
-            x = self.linear(slots.reshape(batch * num_slots, size)).view(batch * num_slots, -1, *self.grid)
-        return self.deconvs(x).unflatten(0, (batch, num_slots))
+        x = slots[:, None, None, :].expand(-1, *self.grid, -1)
+        return self.deconvs(self.pos(x).permute(0, 3, 1, 2))
 
 
 def floor_db(db: torch.Tensor, top_db: float) -> torch.Tensor:
@@ -229,7 +216,11 @@ class MusicSlots(nn.Module):
         self.mask_norm, self.top_db = config.mask_norm, config.top_db
         self.encoder = Encoder(config, data)
         self.slot_attention = SlotAttention(config)
-        self.decoder = SlotDecoder(config, out_channels=1 if config.mask_norm == "none" else 2)
+        out_channels = 1 if config.mask_norm == "none" else 2
+        if config.decoder_input == "broadcast":
+            self.decoder = BroadcastDecoder(config, out_channels)
+        else:
+            self.decoder = LatentDecoder(config.slot_size, config.decoder_channels, config.decoder_grid, config.decoder_upsampling, config.decoder_kernel, out_channels)
         # Spectrograms span about +-20 dB around -20 dB, while the networks' natural scale is
         # about 1: in raw dB the first few hundred steps only grow weights to reach the level
         # and range of the data. The affine change of units leaves the architecture as it is.
@@ -242,7 +233,7 @@ class MusicSlots(nn.Module):
         decoded_db the decoder's raw dB output before the alpha weights.
         """
         slots = self.slot_attention(self.encoder((chord_db - self.db_offset) / self.db_scale))
-        decoded = self.decoder(slots).float()  # compose in float32 even under bf16 autocast: dB values need the mantissa
+        decoded = self.decoder(slots.flatten(0, 1)).unflatten(0, slots.shape[:2]).float()  # each slot on its own; composed in float32 even under bf16 autocast: dB values need the mantissa
         slot_db = self.db_offset + self.db_scale * decoded[:, :, 0]
         alpha_logits = decoded[:, :, 1] if self.mask_norm != "none" else None
         return {**compose(slot_db, alpha_logits, self.mask_norm, self.top_db), "decoded_db": slot_db, "slots": slots}
