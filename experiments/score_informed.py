@@ -45,7 +45,7 @@ def run_controllability(parent_run_id: str, subsets: int, data_path) -> None:
     from orchestration.apply import load_trained
     from orchestration.tracking import RunLogger
 
-    _, model, spec, run = load_trained(parent_run_id)
+    _, model, spec, run, _ = load_trained(parent_run_id)
     seed = int(run.data.params.get("train.seed", 0))  # the best run's own test segments
     view = model.config.view
     test = load_fixed(data_path, "test", view, seed, paths.data_root() / "cache")

@@ -16,11 +16,15 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from components.errors import PartitaError
+
+if TYPE_CHECKING:
+    from components.models.base import ModelFamily
 
 RECORD = "apply.json"  # what was applied to what, written last
 
@@ -30,6 +34,11 @@ def families_with_apply() -> list[str]:
     from components.models.registry import all_families
 
     return sorted(name for name, family in all_families().items() if type(family).apply is not ModelFamily.apply)
+
+
+def require_apply(family: "ModelFamily") -> None:
+    if family.name not in families_with_apply():
+        raise PartitaError(f"model family {family.name} has no apply step yet", f"apply a run of one of: {', '.join(families_with_apply()) or '(none yet)'}")
 
 
 def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
@@ -47,10 +56,19 @@ def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
     return torchaudio.functional.resample(mono, rate, sample_rate) if rate != sample_rate else mono
 
 
-def load_trained(run_id: str, uri: str | None = None, score: Path | None = None):
-    """(family, model in eval mode, data spec, run) of a finished training run, or of a sweep's best run.
+class Trained(NamedTuple):
+    family: "ModelFamily"
+    model: torch.nn.Module  # in eval mode, the best checkpoint's weights
+    spec: object  # the data spec `apply` is given (ModelFamily.applied_spec)
+    run: object  # the MLflow run
+    config: object  # its ExperimentConfig
 
-    `score`: a MIDI file for the families conditioned on a score (their `model.score`).
+
+def load_trained(run_id: str, uri: str | None = None, score: Path | None = None, check: "Callable[[ModelFamily], None] | None" = None) -> Trained:
+    """A finished training run, or a sweep's best run, rebuilt from its logged config and final checkpoint.
+
+    `score`: a MIDI file for the families conditioned on a score (their `model.score`). `check(family)` may refuse
+    the run's family before any checkpoint is read.
     """
     import ray.train
 
@@ -62,11 +80,8 @@ def load_trained(run_id: str, uri: str | None = None, score: Path | None = None)
 
     run = resolve_training_run(run_id, uri)
     family = get_family(run.data.tags["partita.family"])
-    if family.name not in families_with_apply():
-        raise PartitaError(
-            f"model family {family.name} has no apply step yet",
-            f"apply a run of one of: {', '.join(families_with_apply()) or '(none yet)'}",
-        )
+    if check is not None:
+        check(family)
     with tempfile.TemporaryDirectory() as folder:
         tree = json.loads(Path(client(uri).download_artifacts(run.info.run_id, "config.json", folder)).read_text())
     if score is not None:
@@ -89,7 +104,7 @@ def load_trained(run_id: str, uri: str | None = None, score: Path | None = None)
         )
     model = family.build(config.model, state["spec"])
     model.load_state_dict(state["best_state"] or state["model"])
-    return family, model.eval(), family.applied_spec(state["spec"], lambda path: run_json(run.info.run_id, path, uri)), run
+    return Trained(family, model.eval(), family.applied_spec(state["spec"], lambda path: run_json(run.info.run_id, path, uri)), run, config)
 
 
 def run_json(run_id: str, path: str, uri: str | None = None) -> dict | None:
@@ -132,7 +147,7 @@ def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str |
     audio_path = Path(audio_path)
     if not audio_path.is_file():  # before any MLflow or checkpoint work
         raise PartitaError(f"no audio file at {audio_path}", "pass the path of a WAV, FLAC or OGG recording")
-    family, model, spec, run = load_trained(run_id, uri, score)
+    family, model, spec, run, _ = load_trained(run_id, uri, score, check=require_apply)
     target = Path(out) if out else Path.cwd() / f"{audio_path.stem}-{family.name}-{run.info.run_id[:8]}"
     if target.exists():
         raise PartitaError(f"{target} already exists", f"pass --out with a new folder, or remove {target}")

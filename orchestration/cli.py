@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     apply.add_argument("--score", help="the recording's score as MIDI, for score-informed runs (score_informed)")
     apply.set_defaults(run=_apply)
 
+    evaluate = commands.add_parser("evaluate", help="score a trained run (or a sweep's best run) on whole pieces of its data set")
+    evaluate.add_argument("run_id", help="MLflow run id of a training run, or of a sweep's parent run")
+    evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default test")
+    evaluate.add_argument("--limit", type=_positive, help="only the split's first N pieces")
+    evaluate.set_defaults(run=_evaluate)
+
     bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all): synth, datasets, eval, train, sweep, multitrack, kelz, ingest")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, one repeat: minutes instead of the better part of an hour")
@@ -95,6 +101,20 @@ def _apply(args: argparse.Namespace) -> None:
 
     folder = apply_run(args.run_id, Path(args.audio), Path(args.out) if args.out else None, score=Path(args.score) if args.score else None)
     print(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from orchestration.evaluate import PREFIX, evaluate_run
+
+    metrics = evaluate_run(args.run_id, args.split, args.limit)
+    for name, value in metrics.items():
+        print(f"{PREFIX}{args.split}/{name:<32} {value:.4f}")
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -285,3 +285,48 @@ def test_separation_is_averaged_by_source_by_piece_and_by_instrument():
     assert metrics["sdr_piece"] == pytest.approx(((a + b) / 2 + c) / 2, abs=0.01)
     assert metrics["sdr_instrument"] == pytest.approx(((a + c) / 2 + b) / 2, abs=0.01)
     assert metrics["sdr_gain"] == pytest.approx(0.0, abs=0.01)
+
+
+def whole_piece(name: str = "tiny") -> "Piece":
+    """1 s at 1600 Hz: a Piano stem playing MIDI 60 over the whole second and a Drums stem (kick, MIDI 36, at 0.2 s)."""
+    from components.data.multitrack.reader import Piece
+    from components.data.multitrack.rolls import NoteTable
+
+    rng = np.random.default_rng(1)
+    stems = np.round(rng.standard_normal((2, RATE)) * 0.05 * 32768).astype(np.int16)
+    notes = NoteTable(np.array([0, 1], np.int16), np.array([60, 36], np.int16), np.array([90, 90], np.int16), np.array([0.0, 0.2]), np.array([1.0, 0.3]))
+    return Piece(1, name, "test", RATE, ["p", "d"], [0, 0], [False, True], ["sf"], ["Piano", "Drums"], ["p", "d"], stems, notes, [], np.zeros((0, 3, 88, 101), np.uint8), b"")
+
+
+def test_whole_piece_evaluation_asks_about_the_classes_that_play_and_scores_each_pieces_notes():
+    from components.metrics.separation import sdr
+
+    performer = rigged_performer()  # plays MIDI 60 from 0 to 1 s on whatever it is asked about
+    metrics, rows = JOINTIST.evaluate_pieces(performer, [whole_piece("a"), whole_piece("b")])
+    assert [row["instruments"] for row in rows] == [["Piano", "Drums"]] * 2  # Bass has no stem: not asked about
+    assert rows[0]["notes"] == {"Piano": [1, 1], "Drums": [1, 1]}  # [transcribed, reference]
+    assert metrics["pieces"] == 2 and metrics["t_flat_note_f1"] == 1.0  # the piano note, onset and pitch right; drums are not flat
+    assert metrics["t_instrument_note_f1"] == 0.5  # Piano 1, Drums 0 (its MIDI 60 is not the kick)
+    # the two pieces are the same: the gain is its classes' full-length SDR over the mixture's, averaged
+    piece = whole_piece()
+    gains = [rows[0]["sdr"][name] - float(sdr(piece.mix(), piece.class_submix(name))) for name in ("Piano", "Drums")]
+    assert metrics["sdr_gain"] == pytest.approx(np.mean(gains), abs=1e-3)
+
+
+def test_whole_piece_separation_with_a_mask_of_one_gains_nothing_over_the_mixture():
+    model = JOINTIST.build(config(schedule="separation", **CLIP), None).eval()
+    with torch.no_grad():
+        model.separator.unet.out.weight.zero_()
+        model.separator.unet.out.bias.fill_(10.0)
+        metrics, rows = JOINTIST.evaluate_pieces(model, [whole_piece()])
+    assert abs(metrics["sdr_gain"]) < 0.05 and "t_flat_note_f1" not in metrics and "notes" not in rows[0]
+
+
+def test_whole_piece_recognition_pools_clips_and_the_upper_bound_is_refused():
+    from components.errors import PartitaError
+
+    metrics, rows = JOINTIST.evaluate_pieces(rigged_recognizer(), [whole_piece()])
+    assert rows[0]["recognised"] == ["Piano", "Drums"] and metrics["ir_map_macro"] == 1.0
+    upper_bound = JOINTIST.build(config(schedule="separation_true_rolls", **CLIP), None).eval()
+    with pytest.raises(PartitaError, match="ground-truth-roll separator"):
+        JOINTIST.evaluate_pieces(upper_bound, [whole_piece()])

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pretty_midi
     from matplotlib.figure import Figure
 
+    from components.data.multitrack.reader import Piece
     from components.data.multitrack.view import ViewConfig
 
 Applied = "np.ndarray | pretty_midi.PrettyMIDI | Figure | dict"
@@ -88,6 +89,13 @@ class ModelFamily(ABC):
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Metrics over all batches (a whole split); `model` is in eval mode, no grad."""
+
+    def evaluate_pieces(self, model: torch.nn.Module, pieces: Iterable["Piece"]) -> tuple[dict[str, float], list[dict]]:
+        """Metrics over whole pieces (full-length SDR, each piece's notes), for the families whose papers score
+        them so, and one JSON-able row per piece; `model` is in eval mode, no grad (`partita evaluate`)."""
+        from components.errors import PartitaError
+
+        raise PartitaError(f"model family {self.name} has no whole-piece evaluation", "its segment metrics are in the run (valid/*, test/*)")
 
     def figure(self, model: torch.nn.Module, batch: Batch) -> "Figure | None":
         """A picture of what the model does on a few examples, logged as an artifact."""

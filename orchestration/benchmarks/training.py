@@ -41,19 +41,39 @@ def _config(family: str, preset: str, data: DataConfig, overrides: list[str]) ->
 def plain_run(config: ExperimentConfig, data, windows: int, threads: int) -> tuple[list[float], torch.nn.Module]:
     """Samples/s per window of `log_every` steps in one process without Ray on `data` (open_dataset), and the trained model."""
     torch.set_num_threads(threads)
-    train = config.train
-    family = get_family(config.model.family)
-    split = data.split("train")
+    train, split = config.train, data.split("train")
     torch.manual_seed(train.seed)
-    model = family.build(config.model, data.spec)
+    model = get_family(config.model.family).build(config.model, data.spec)
+    return plain_steps(config, model, lambda step: split.batch(batch_indices(len(split), train.batch_size, train.seed, step, 0, 1)), windows), model
+
+
+def plain_view_run(config: ExperimentConfig, data_path, windows: int, threads: int) -> list[float]:
+    """Samples/s per window of a multi-track family in one process without Ray Train, cycling through a few batches
+    of its train stream taken beforehand: the steps alone, so the figure against Ray Train is what Ray Train and
+    its streaming cost."""
+    from components.data.manifest import read_manifest
+    from components.models.base import ViewSpec
+    from orchestration.view_stream import train_datasets
+
+    torch.set_num_threads(threads)
+    stream = train_datasets(config, data_path)["train"].iter_torch_batches(batch_size=config.train.batch_size, drop_last=True)
+    batches = [{k: v for k, v in batch.items() if k not in ("piece", "start")} for batch, _ in zip(stream, range(4))]
+    manifest = read_manifest(data_path)
+    torch.manual_seed(config.train.seed)
+    model = get_family(config.model.family).build(config.model, ViewSpec(manifest["sample_rate"], tuple(manifest["taxonomies"]["classes"]["classes"])))
+    return plain_steps(config, model, lambda step: batches[step % len(batches)], windows)
+
+
+def plain_steps(config: ExperimentConfig, model: torch.nn.Module, batch_at, windows: int) -> list[float]:
+    """The trainer's step (loss, backward, clipping, Adam, the lr schedule) in a plain loop: samples/s per window."""
+    train, family = config.train, get_family(config.model.family)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train.warmup_steps, train.decay_steps))
     rates, step = [], 0
     for _ in range(windows):
         start = time.perf_counter()
         for _ in range(train.log_every):
-            batch = split.batch(batch_indices(len(split), train.batch_size, train.seed, step, 0, 1))
-            loss, _ = family.loss(model, batch)
+            loss, _ = family.loss(model, batch_at(step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip or float("inf"))
@@ -61,7 +81,7 @@ def plain_run(config: ExperimentConfig, data, windows: int, threads: int) -> tup
             schedule.step()
             step += 1
         rates.append(train.log_every * train.batch_size / (time.perf_counter() - start))
-    return rates, model
+    return rates
 
 
 def ray_windows(config: ExperimentConfig, run: str) -> list[float]:
@@ -86,20 +106,44 @@ def train_throughput(quick: bool) -> list[Figure]:
                 f"train.steps={steps}", f"train.batch_size={batch}", f"train.log_every={per_window}",
                 f"train.eval_every={steps}", "train.eval_examples=8", "train.use_gpu=false", f"train.storage_path={folder}/runs",
             ])
-            ray_rates, plain_rates = [], []
             dataset = open_dataset(dataset_dir(data))
-            for repeat in range(1 if quick else 2):  # in turns: Ray Train, plain, Ray Train, plain
-                ray_rates += ray_windows(config, f"{family}-{preset}-{repeat}-{time.time_ns()}")[1:]
-                plain_rates += plain_run(config, dataset, WINDOWS, config.train.cpus_per_worker)[0][1:]
-            ray_rate, plain_rate = statistics.median(ray_rates), statistics.median(plain_rates)
-            note = f"{family} {preset} sizes, batch {batch}, {config.train.cpus_per_worker} CPU thread(s), median of {len(ray_rates)} windows of {per_window} steps"
-            figures += [
-                Figure("train", f"{family}/{preset} samples/s, Ray Train", round(ray_rate, 2), "samples/s", note=note),
-                Figure("train", f"{family}/{preset} samples/s, plain PyTorch", round(plain_rate, 2), "samples/s", note=note),
-                Figure("train", f"{family}/{preset} Ray Train overhead", round(100 * (plain_rate / ray_rate - 1), 1), "%", "<= 10", note),
-            ]
+            figures += overhead_figures(family, preset, config, f"batch {batch}", lambda run: ray_windows(config, run), lambda: plain_run(config, dataset, WINDOWS, config.train.cpus_per_worker)[0], quick)
         figures += cpu_preset_before_after(quick, data)
-    return figures
+    return figures + view_family_overhead(quick)
+
+
+def overhead_figures(family: str, preset: str, config: ExperimentConfig, what: str, ray_rates, plain_rates, quick: bool) -> list[Figure]:
+    """Ray Train and the plain loop in turns (Ray, plain, Ray, plain), the first window of each run dropped."""
+    rays, plains = [], []
+    for repeat in range(1 if quick else 2):
+        rays += ray_rates(f"{family}-{preset}-{repeat}-{time.time_ns()}")[1:]
+        plains += plain_rates()[1:]
+    ray_rate, plain_rate = statistics.median(rays), statistics.median(plains)
+    note = f"{family} {preset} sizes, {what}, {config.train.cpus_per_worker} CPU thread(s), median of {len(rays)} windows of {config.train.log_every} steps"
+    return [
+        Figure("train", f"{family}/{preset} samples/s, Ray Train", round(ray_rate, 2), "samples/s", note=note),
+        Figure("train", f"{family}/{preset} samples/s, plain PyTorch", round(plain_rate, 2), "samples/s", note=note),
+        Figure("train", f"{family}/{preset} Ray Train overhead", round(100 * (plain_rate / ray_rate - 1), 1), "%", "<= 10", note),
+    ]
+
+
+def view_family_overhead(quick: bool) -> list[Figure]:
+    """Jointist's cpu preset (joint schedule from its first step: f_T and f_MSS both train) on a 12-piece slakh-like
+    set: Ray Train, its examples streamed from Ray Data actors, against the plain loop on batches in memory."""
+    from orchestration.benchmarks.ingest import PIECES
+
+    per_window = 4
+    with tempfile.TemporaryDirectory() as folder:
+        data = DataConfig(name="slakh-like", root=folder, multitrack=PIECES | {"pieces": 12})
+        path = build(data, workers=2)
+        steps = per_window * WINDOWS
+        config = _config("jointist", "cpu", data, [
+            "model.pretrain_steps=0", f"train.steps={steps}", f"train.log_every={per_window}", f"train.eval_every={steps}",
+            "model.view.eval_examples=4", "train.use_gpu=false", f"train.storage_path={folder}/runs",
+        ])
+        threads = config.train.cpus_per_worker
+        return overhead_figures("jointist", "cpu", config, f"batch {config.train.batch_size} streamed from {config.train.data_actors} Ray Data actor(s)",
+                                lambda run: ray_windows(config, run), lambda: plain_view_run(config, path, WINDOWS, threads), quick)
 
 
 # The MusicSlots cpu preset before issue 16: raw dB in and out, batch 32. Everything else is

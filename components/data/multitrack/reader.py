@@ -51,6 +51,10 @@ class Piece:
         leaves = set(hierarchy.leaves_under(node))
         return self._sum(np.array([leaf in leaves for leaf in self.stem_leaves], bool))
 
+    def class_submix(self, class_name: str) -> np.ndarray:
+        """The sum of the stems of an instrument class (silence if none is)."""
+        return self._sum(np.array([c == class_name for c in self.stem_classes], bool))
+
     def class_notes(self, class_name: str) -> NoteTable:
         parts = [i for i, c in enumerate(self.stem_classes) if c == class_name]
         return self.notes.select(np.isin(self.notes.part, parts))

@@ -51,8 +51,12 @@ def level_dbfs(audio: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def analyse(recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | None", waveform: np.ndarray, threshold: float = THRESHOLD) -> Analysis:
-    """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate."""
+def analyse(
+    recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | None", waveform: np.ndarray, threshold: float = THRESHOLD, instruments: list[str] | None = None
+) -> Analysis:
+    """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate.
+    `instruments`: the performer is asked about these and they are the answer (teacher forcing, as the paper's rows
+    without the i- prefix are scored), whatever f_IR says."""
     if recognizer is None and performer is None:
         raise ValueError("analyse needs f_IR, f_T or f_MSS: pass a recognizer or a performer")
     if performer is not None and performer.config.schedule == "separation_true_rolls":
@@ -69,7 +73,12 @@ def analyse(recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | 
     if recognizer is not None:
         pooled = torch.sigmoid(recognizer.recognizer(recognizer.logmel(batch))).amax(dim=0)
         scores = dict(zip(names, pooled.tolist()))
-    candidates = [name for name, score in scores.items() if score > threshold] if recognizer is not None else list(performer.config.instruments.names)
+    if instruments is not None:
+        candidates = instruments
+    elif recognizer is not None:
+        candidates = [name for name, score in scores.items() if score > threshold]
+    else:
+        candidates = list(performer.config.instruments.names)
     notes, stems = {}, {}
     if performer is not None:
         audio_config, hop = performer.config.audio, performer.config.audio.hop_length
@@ -88,7 +97,7 @@ def analyse(recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | 
                 roll = roll_input(posterior, performer.config.separator) if performer.separator.roll_to_bins is not None else None
                 magnitude = performer.separator(performer.magnitude(batch), instrument, roll)
                 stems[name] = with_mixture_phase(magnitude, batch, audio_config.n_fft, hop).flatten()[: len(audio)].numpy()
-    if recognizer is not None:
+    if instruments is not None or recognizer is not None:
         instruments = candidates
     elif notes:
         instruments = [name for name in candidates if len(notes[name])]

@@ -1,0 +1,77 @@
+"""Jointist on whole pieces, the paper's protocol for its tables: full-length SDR per instrument (Table 3) and
+note F1 over each piece's notes (Table 2), where the fixed segments give 2 s clips.
+
+Each piece is analysed end to end as `partita apply` does (components.models.jointist.pipeline: clip by clip,
+joined in time). Transcription and separation are teacher-forced, as the paper's rows without the i- prefix:
+f_T and f_MSS are asked about the classes that play in the piece (a stem of the class with a note). f_IR's
+decision is its clip scores pooled by their maximum, scored per piece against the classes that play.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from components.data.multitrack.reader import Piece
+from components.errors import PartitaError
+from components.metrics.separation import aggregate, sdr
+from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
+from components.models.jointist.pipeline import analyse
+
+
+def evaluate_whole_pieces(model, pieces: Iterable[Piece]) -> tuple[dict[str, float], list[dict]]:
+    """(metrics named as the segment evaluation's, one row per piece) of a JointistModel in eval mode."""
+    config = model.config
+    if config.schedule == "separation_true_rolls":
+        raise PartitaError(
+            "whole-piece evaluation of the ground-truth-roll separator (the upper bound) is not built: it needs the piece's rolls clip by clip",
+            "read this run's segment metrics (test/sdr, test/sdr_gain), or evaluate a joint or separation run",
+        )
+    names = config.instruments.names
+    performs = model.transcriber is not None or model.separator is not None
+    scores, labels, rows, separated = [], [], [], []
+    reference_notes, estimated_notes = {}, {}
+    for piece in pieces:
+        playing = [name for name in names if len(piece.class_notes(name))]
+        if not playing:
+            continue
+        mixture = piece.mix()
+        row = {"piece": piece.name, "seconds": round(len(mixture) / piece.sample_rate, 2), "instruments": playing}
+        if model.recognizer is not None:
+            pooled = analyse(model, None, mixture).scores
+            scores.append([pooled[name] for name in names])
+            labels.append([name in playing for name in names])
+            row["recognised"] = [name for name in names if pooled[name] > 0.5]
+        if performs:
+            result = analyse(None, model, mixture, instruments=playing)
+            if model.transcriber is not None:
+                reference_notes[piece.name] = {name: _notes(piece, name) for name in playing}
+                estimated_notes[piece.name] = result.notes
+                row["notes"] = {name: [len(result.notes[name]), len(reference_notes[piece.name][name])] for name in playing}
+            for name, stem in result.stems.items():
+                truth = piece.class_submix(name)
+                value, baseline = float(sdr(stem, truth)), float(sdr(mixture, truth))
+                if np.isfinite(value):  # NaN: a class whose stems are silent
+                    separated.append((piece.name, name, value, value - baseline))
+                    row.setdefault("sdr", {})[name] = round(value, 3)
+        rows.append(row)
+    if not rows:
+        raise PartitaError("no piece has a note of the model's instrument classes", "evaluate on a split whose pieces play them (--split)")
+    metrics = {"pieces": float(len(rows))}
+    if scores:
+        metrics |= {f"ir_{name}": value for name, value in instrument_recognition_scores(np.array(scores), np.array(labels)).items()}
+    if reference_notes:
+        report = evaluate_notes(reference_notes, estimated_notes)
+        metrics |= {f"t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.endswith("/f1")}
+    if separated:
+        by = aggregate((piece, name, value) for piece, name, value, _ in separated)
+        metrics |= {"sdr": by.by_source.mean, "sdr_instrument": by.by_instrument.mean, "sdr_piece": by.by_piece.mean}
+        metrics["sdr_gain"] = float(np.mean([gain for *_, gain in separated]))
+    return metrics, rows
+
+
+def _notes(piece: Piece, name: str) -> np.ndarray:
+    """A class's notes over the whole piece, [n, 3]: onset s, offset s, MIDI pitch."""
+    notes = piece.class_notes(name)
+    return np.stack([notes.start, notes.end, notes.pitch], axis=1).astype(np.float64).reshape(-1, 3)
