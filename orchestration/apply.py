@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 import torch
 
+from components.data.audio import read_audio  # also read by families (a QBE model's query)
 from components.errors import PartitaError
 
 if TYPE_CHECKING:
@@ -41,21 +42,6 @@ def require_apply(family: "ModelFamily") -> None:
         raise PartitaError(f"model family {family.name} has no apply step yet", f"apply a run of one of: {', '.join(families_with_apply()) or '(none yet)'}")
 
 
-def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    """A recording as mono float32 [samples] at `sample_rate` (channels averaged, resampled with torchaudio)."""
-    import soundfile
-    import torchaudio
-
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise PartitaError(f"{path} is not audio that libsndfile reads ({err})", "convert it to WAV or FLAC, e.g. ffmpeg -i IN OUT.wav") from None
-    if not len(audio):
-        raise PartitaError(f"{path} holds no samples", "pass a recording at least a second long")
-    mono = torch.from_numpy(audio.mean(axis=1))
-    return torchaudio.functional.resample(mono, rate, sample_rate) if rate != sample_rate else mono
-
-
 class Trained(NamedTuple):
     family: "ModelFamily"
     model: torch.nn.Module  # in eval mode, the best checkpoint's weights
@@ -64,11 +50,14 @@ class Trained(NamedTuple):
     config: object  # its ExperimentConfig
 
 
-def load_trained(run_id: str, uri: str | None = None, score: Path | None = None, check: "Callable[[ModelFamily], None] | None" = None) -> Trained:
+def load_trained(
+    run_id: str, uri: str | None = None, score: Path | None = None, query: Path | None = None, check: "Callable[[ModelFamily], None] | None" = None
+) -> Trained:
     """A finished training run, or a sweep's best run, rebuilt from its logged config and final checkpoint.
 
-    `score`: a MIDI file for the families conditioned on a score (their `model.score`). `check(family)` may refuse
-    the run's family before any checkpoint is read.
+    `score`: a MIDI file for the families conditioned on a score (their `model.score`); `query`: an audio query
+    for the families that separate what a query names (their `model.query_file`; the family refuses it when the
+    run was not trained on queries). `check(family)` may refuse the run's family before any checkpoint is read.
     """
     import ray.train
 
@@ -90,6 +79,12 @@ def load_trained(run_id: str, uri: str | None = None, score: Path | None = None,
         if not Path(score).is_file():
             raise PartitaError(f"no score file at {score}", "pass the MIDI file of the recording's score")
         tree["model"]["score"] = str(Path(score).resolve())
+    if query is not None:
+        if "query_file" not in family.config_class.model_fields:
+            raise PartitaError(f"model family {family.name} takes no query", "drop --query; it is for query-by-example runs (hierarchical, model.conditioning=qbe)")
+        if not Path(query).is_file():
+            raise PartitaError(f"no query file at {query}", "pass the path of a WAV, FLAC or OGG recording of the instrument to separate")
+        tree["model"]["query_file"] = str(Path(query).resolve())
     config = validate(tree)
     checkpoint = run.data.tags[CHECKPOINT_TAG]
     try:
@@ -142,12 +137,13 @@ def write_outputs(outputs: dict, folder: Path, sample_rate: int) -> list[str]:
     return written
 
 
-def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str | None = None, score: Path | None = None) -> Path:
-    """Apply a trained run to one recording (and its score, for score-informed runs); returns the folder of outputs."""
+def apply_run(run_id: str, audio_path: Path, out: Path | None = None, uri: str | None = None, score: Path | None = None, query: Path | None = None) -> Path:
+    """Apply a trained run to one recording (and its score, for score-informed runs, or a query, for query-by-example
+    runs); returns the folder of outputs."""
     audio_path = Path(audio_path)
     if not audio_path.is_file():  # before any MLflow or checkpoint work
         raise PartitaError(f"no audio file at {audio_path}", "pass the path of a WAV, FLAC or OGG recording")
-    family, model, spec, run, _ = load_trained(run_id, uri, score, check=require_apply)
+    family, model, spec, run, _ = load_trained(run_id, uri, score, query, check=require_apply)
     target = Path(out) if out else Path.cwd() / f"{audio_path.stem}-{family.name}-{run.info.run_id[:8]}"
     if target.exists():
         raise PartitaError(f"{target} already exists", f"pass --out with a new folder, or remove {target}")

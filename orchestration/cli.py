@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     apply.add_argument("audio", help="the recording: WAV, FLAC or OGG, any sample rate, mixed down to mono")
     apply.add_argument("--out", help="folder to create for the outputs (default: AUDIO-FAMILY-RUN in the current folder)")
     apply.add_argument("--score", help="the recording's score as MIDI, for score-informed runs (score_informed)")
+    apply.add_argument("--query", help="a recording of the instrument to separate, for query-by-example runs (hierarchical, model.conditioning=qbe)")
     apply.set_defaults(run=_apply)
 
     evaluate = commands.add_parser("evaluate", help="score a trained run (or a sweep's best run) on whole pieces of its data set")
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 def _apply(args: argparse.Namespace) -> None:
     from orchestration.apply import apply_run
 
-    folder = apply_run(args.run_id, Path(args.audio), Path(args.out) if args.out else None, score=Path(args.score) if args.score else None)
+    folder = apply_run(
+        args.run_id, Path(args.audio), Path(args.out) if args.out else None,
+        score=Path(args.score) if args.score else None, query=Path(args.query) if args.query else None,
+    )
     print(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
 
 

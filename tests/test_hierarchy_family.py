@@ -112,7 +112,8 @@ def test_the_loss_decreases_and_the_family_scores_every_level(levels):
     assert family.figure(model, one) is not None
 
 
-def test_the_loss_works_through_a_ddp_style_wrapper():
+@pytest.mark.parametrize("conditioning", ["sss", "qbe"])
+def test_the_loss_works_through_a_ddp_style_wrapper(conditioning):
     """With several workers the trainer hands `loss` the DDP wrapper, which forwards calls but has no other methods."""
 
     class Wrapper(torch.nn.Module):
@@ -123,8 +124,9 @@ def test_the_loss_works_through_a_ddp_style_wrapper():
         def forward(self, *args):
             return self.module(*args)
 
-    family, _, model = tiny()
-    assert family.loss(Wrapper(model), batch())[1]["loss"] == pytest.approx(family.loss(model, batch())[1]["loss"])
+    family, _, model = tiny(conditioning=conditioning, query={"hidden": 8, "layers": 1, "embedding": 4})
+    one = batch() | ({"query": batch()["sources"][:, 0].flip(0)} if conditioning == "qbe" else {})  # the leaf of another example
+    assert family.loss(Wrapper(model), one)[1]["loss"] == pytest.approx(family.loss(model, one)[1]["loss"])
 
 
 def test_apply_writes_one_wav_per_node_of_the_recording_length():
@@ -149,12 +151,9 @@ def test_config_load_refuses_bad_constraints_weights_and_classes():
         HierarchicalConfig(**SMALL | {"view": VIEW | {"sources": 1, "classes": ["Piano"]}})
 
 
-def test_qbe_is_refused_before_training():
-    from components.errors import PartitaError
-
-    family = get_family("hierarchical")
-    with pytest.raises(PartitaError, match="query-by-example.*fix: train model.conditioning=sss"):
-        family.view(HierarchicalConfig(**SMALL, conditioning="qbe"))
+def test_qbe_trains_on_the_configs_view_like_sss():
+    qbe = HierarchicalConfig(**SMALL, conditioning="qbe")
+    assert get_family("hierarchical").view(qbe) == qbe.view == HierarchicalConfig(**SMALL).view
 
 
 def script():
@@ -170,14 +169,18 @@ def test_the_ablation_loads_every_preset_and_each_cell_is_a_valid_config(preset)
 
     args = script().build_parser().parse_args(["--preset", preset, "--seeds", "0", "1"])
     config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml")
-    assert config.sweep.grid == {"model.hierarchy_constraint": ["off", "max"]} and config.sweep.seeds == [0, 1]
+    assert config.sweep.grid == {"model.conditioning": ["sss", "qbe"], "model.hierarchy_constraint": ["off", "max"]} and config.sweep.seeds == [0, 1]
     paper = load_paper(CONFIGS / "paper" / "ablation_hierarchy.yaml")
-    for constraint in config.sweep.grid["model.hierarchy_constraint"]:
-        cell = config.with_values(trial_overrides(config, {"model.hierarchy_constraint": constraint, "train.seed": 0}))
-        assert cell.model.hierarchy_constraint == constraint and cell.model.levels == "multi"
-        # each cell finds its own row of Table 2.3
-        label, _ = _paper_row(paper, "slakh-like", _effective(config.to_dict(), {"model.hierarchy_constraint": constraint}))
-        assert label == f"SSS multi-level, {'constraint' if constraint == 'max' else 'no constraint'}"
+    for conditioning in config.sweep.grid["model.conditioning"]:
+        for constraint in config.sweep.grid["model.hierarchy_constraint"]:
+            values = {"model.conditioning": conditioning, "model.hierarchy_constraint": constraint}
+            cell = config.with_values(trial_overrides(config, values | {"train.seed": 0}))
+            assert (cell.model.conditioning, cell.model.hierarchy_constraint, cell.model.levels) == (conditioning, constraint, "multi")
+            # the query net is sized as the preset's masker
+            assert (cell.model.query.hidden, cell.model.query.layers) == (cell.model.hidden, 2 if preset == "paper" else cell.model.layers)
+            # each cell finds its own row of Table 2.3
+            label, _ = _paper_row(paper, "slakh-like", _effective(config.to_dict(), values))
+            assert label == f"{conditioning.upper()} multi-level, {'constraint' if constraint == 'max' else 'no constraint'}"
 
 
 @pytest.mark.parametrize(
@@ -201,10 +204,12 @@ def test_single_level_adds_one_network_per_level_and_no_duplicate_constraint_cel
     from orchestration.sweep import trial_overrides
 
     module = script()
-    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--single-level"])
+    # the variants are Table 2.4's SSS rows, whatever conditioning the preset or --set gives
+    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--single-level", "--set", "model.conditioning=qbe"])
     config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml", module.extra_overrides(args))
     assert trial_count(config) == 5  # multi x {off, max} + single x {leaf, family, group}
     cells = [config.with_values(trial_overrides(config, {"variant": name, "train.seed": 0})).model for name in config.sweep.variants]
+    assert {m.conditioning for m in cells} == {"sss"}
     assert sorted((m.levels, m.level_names, m.hierarchy_constraint) for m in cells) == [
         ("multi", ("leaf", "family", "group"), "max"),
         ("multi", ("leaf", "family", "group"), "off"),
@@ -225,16 +230,16 @@ def test_data_reduction_trains_table_2_5s_five_cells():
     from orchestration.sweep import trial_overrides
 
     module = script()
-    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--data-reduction"])
+    args = module.build_parser().parse_args(["--preset", "smoke", "--seeds", "0", "--data-reduction", "--set", "model.conditioning=qbe"])
     config = load_experiment(args, "hierarchical", CONFIGS / "ablation_hierarchy.yaml", module.extra_overrides(args))
     assert trial_count(config) == 5
     cells = {name: config.with_values(trial_overrides(config, {"variant": name, "train.seed": 0})).model for name in config.sweep.variants}
-    assert {name: (m.data_reduction.fraction, m.data_reduction.what, m.hierarchy_constraint) for name, m in cells.items()} == {
-        "0%": (0.0, "leaf", "off"),
-        "50% all": (0.5, "all", "off"),
-        "50% leaf": (0.5, "leaf", "off"),
-        "90% all": (0.9, "all", "off"),
-        "90% leaf": (0.9, "leaf", "off"),
+    assert {name: (m.conditioning, m.data_reduction.fraction, m.data_reduction.what, m.hierarchy_constraint) for name, m in cells.items()} == {
+        "0%": ("sss", 0.0, "leaf", "off"),
+        "50% all": ("sss", 0.5, "all", "off"),
+        "50% leaf": ("sss", 0.5, "leaf", "off"),
+        "90% all": ("sss", 0.9, "all", "off"),
+        "90% leaf": ("sss", 0.9, "leaf", "off"),
     }
     paper = load_paper(CONFIGS / "paper" / "ablation_hierarchy.yaml")
     for name in cells:
@@ -244,14 +249,14 @@ def test_data_reduction_trains_table_2_5s_five_cells():
 def test_data_reduction_removes_training_examples_or_only_their_leaf_targets():
     segment = int(RATE * SECONDS)
     made = piece(tones(8 * segment))
-    every = hierarchy_examples(made, LEAVES, HierarchicalConfig(**SMALL), seed=0, reduce=True)
+    every = hierarchy_examples(made, LEAVES, HierarchicalConfig(**SMALL), seed=0, training=True)
     assert len(every) == 8 and "leaf_known" not in every[0]
     half_all = HierarchicalConfig(**SMALL, data_reduction={"fraction": 0.5, "what": "all"})
-    kept = hierarchy_examples(made, LEAVES, half_all, seed=0, reduce=True)
+    kept = hierarchy_examples(made, LEAVES, half_all, seed=0, training=True)
     assert 0 < len(kept) < 8 and {int(e["start"]) for e in kept} < {int(e["start"]) for e in every}
-    assert len(hierarchy_examples(made, LEAVES, half_all, seed=0, reduce=False)) == 8  # validation and test pieces keep all
+    assert len(hierarchy_examples(made, LEAVES, half_all, seed=0, training=False)) == 8  # validation and test pieces keep all
     half_leaf = HierarchicalConfig(**SMALL, data_reduction={"fraction": 0.5, "what": "leaf"})
-    known = [float(e["leaf_known"]) for e in hierarchy_examples(made, LEAVES, half_leaf, seed=0, reduce=True)]
+    known = [float(e["leaf_known"]) for e in hierarchy_examples(made, LEAVES, half_leaf, seed=0, training=True)]
     assert len(known) == 8 and 0 < sum(known) < 8
     # the same examples are removed either way: the choice is fixed by seed, piece and segment
     assert [int(e["start"]) for e in kept] == [i * segment for i, k in enumerate(known) if k]
@@ -287,8 +292,8 @@ def test_stem_leaves_are_read_per_piece_and_a_set_of_another_hierarchy_is_refuse
         (tmp_path / MANIFEST).write_text(json.dumps({"format": FORMAT, "kind": "multitrack", "splits": splits}))
 
     built({"train": [(0, ["drums", "clean guitars"]), (1, ["drums"])], "valid": [(2, ["brass"])], "test": [(3, ["drums"])]})
-    leaves, train = stem_leaves_by_piece(tmp_path, "hierarchy-18")
-    assert leaves == {0: ["drums", "clean guitars"], 1: ["drums"], 2: ["brass"], 3: ["drums"]} and train == {0, 1}
+    leaves, splits = stem_leaves_by_piece(tmp_path, "hierarchy-18")
+    assert leaves == {0: ["drums", "clean guitars"], 1: ["drums"], 2: ["brass"], 3: ["drums"]} and splits == {0: "train", 1: "train", 2: "valid", 3: "test"}
     built({"train": [(0, ["bowed strings"])], "valid": [(2, ["brass"])], "test": [(3, ["drums"])]})  # the thesis' leaf name, not ours
     with pytest.raises(PartitaError, match="leaves \\['bowed strings'\\] that hierarchy-18 does not have.*fix: set model.hierarchy"):
         stem_leaves_by_piece(tmp_path, "hierarchy-18")

@@ -5,15 +5,18 @@ outputs masks for the leaf, its family and its group (multi-level, L = 3) or for
 (single-level). Source-specific (SSS) models are trained for one target path; query-by-example
 (QBE) models are conditioned on an audio query of the target leaf taken from another piece.
 
-The family (`HIERARCHICAL`) trains SSS models on the chapter's examples, which it makes itself
+The family (`HIERARCHICAL`) trains both on the chapter's examples, which it makes itself
 (`example_maker`): every stem of a piece mixed, the targets the submixes of the path's nodes (each
 stem joins the nodes above its hierarchy leaf, as the built set labels it), a segment kept when the
-leaf is above min_dbfs and, for multi-level models, a sibling or cousin stem is too. QBE needs a query
-from another piece, which nothing draws yet: the family refuses it.
+leaf is above min_dbfs and, for multi-level models, a sibling or cousin stem is too. An SSS example
+targets the configured leaf's path; a QBE example targets the path of any leaf salient in the segment
+and carries a query: a clip of that leaf from another piece of the same split, drawn from a small
+pool of int16 clips read once when the maker is made (`query_pool`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -22,10 +25,11 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from components.data.audio import read_audio
 from components.data.multitrack.featurize import ViewFeaturizer
-from components.data.multitrack.reader import Piece
+from components.data.multitrack.reader import Piece, pieces
 from components.data.multitrack.render import FULL_SCALE
-from components.data.multitrack.segments import SEGMENTINGS, segment
+from components.data.multitrack.segments import SEGMENTINGS, SegmentConfig, Segments, segment
 from components.data.multitrack.taxonomy import load_hierarchy
 from components.data.multitrack.view import ViewConfig
 from components.data.splits import files
@@ -37,6 +41,8 @@ from components.models.masker import LOG_FLOOR, BLSTMStack, MaskHead, log_magnit
 from components.schema import StrictModel
 
 LEVELS = ("leaf", "family", "group")  # the level axis of every mask tensor, finest first
+SPLITS = ("train", "valid", "test")
+CLIPS_PER_PIECE = 2  # query clips of a leaf from one piece: the pool keeps many pieces' timbres, not one piece's
 
 
 def hierarchy_constraint(masks: torch.Tensor, constraint: Literal["off", "max"]) -> torch.Tensor:
@@ -50,6 +56,13 @@ class QueryConfig(StrictModel):
     dropout: float = Field(0.3, ge=0, lt=1, description="after the first layer (ch. 2)")
     embedding: int = Field(20, gt=0, description="embedding per time-frequency bin")
     floor_db: float = Field(-60.0, lt=0, description="the anchor averages query bins louder than this re the query's maximum")
+    seconds: float | None = Field(
+        None,
+        gt=0,
+        description="query clip length; None: the view's segment length (ch. 2 gives none; as long as an example, a query "
+        "holds as much of the leaf as the target does, and fits any set whose pieces hold a segment)",
+    )
+    pool_per_leaf: int = Field(16, gt=0, description=f"query clips kept per leaf and split (at most {CLIPS_PER_PIECE} per piece), as int16: bounded memory whatever the set's size")
 
 
 class LevelWeights(StrictModel):
@@ -90,6 +103,7 @@ class HierarchicalConfig(ModelConfig):
     level_weights: LevelWeights = LevelWeights()
     data_reduction: DataReduction = DataReduction()
     require_relative: bool = Field(True, description="multi-level examples need a sibling or cousin above min_dbfs too (ch. 2); off: the leaf alone (tiny sets)")
+    query_file: str | None = Field(None, description="QBE apply: a recording of the instrument to separate (`partita apply --query`)")
     view: ViewConfig = Field(default_factory=hierarchical_view)
 
     @field_validator("hierarchy_constraint", mode="before")
@@ -120,68 +134,142 @@ class HierarchicalConfig(ModelConfig):
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        """The hierarchy node each mask separates, in mask order (leaf first)."""
-        path = dict(zip(LEVELS, load_hierarchy(self.hierarchy).path(self.target_leaf)))
+        """The hierarchy node each mask of an SSS model separates, in mask order (leaf first)."""
+        return self.path_nodes(self.target_leaf)
+
+    def path_nodes(self, leaf: str) -> tuple[str, ...]:
+        """The nodes of `leaf`'s path the model separates, in mask order (leaf first)."""
+        path = dict(zip(LEVELS, load_hierarchy(self.hierarchy).path(leaf)))
         return tuple(path[level] for level in self.level_names)
 
+    @property
+    def query_seconds(self) -> float:
+        return self.query.seconds or self.view.segment.seconds
 
-def hierarchy_examples(piece: Piece, stem_leaves: list[str], config: HierarchicalConfig, seed: int = 0, reduce: bool = False) -> list[dict[str, np.ndarray]]:
-    """Every example of one piece, in segment order: the mixture of all its stems and the submixes [L, samples] of
-    the path's nodes (the model's levels). A segment is kept when the leaf's submix passes the view's saliency
-    filter (level above min_dbfs, enough onsets) and, for a multi-level model that `require_relative`, so do the
-    stems under the group but not under the leaf (a sibling or cousin: ch. 2's rule, so the coarser levels differ
-    from the leaf). `reduce` (training pieces) applies the config's data reduction: the removed examples are left
-    out, or hold `leaf_known` 0 (every example holds `leaf_known` when the leaf's targets are reduced)."""
+
+def leaf_segments(piece: Piece, stem_leaves: list[str], leaf: str, config: HierarchicalConfig) -> Segments:
+    """The piece's segments and what an example of `leaf` needs salient in each (level above min_dbfs, enough
+    onsets): the leaf's submix and, for a multi-level model that `require_relative`, the stems under its group but
+    not under it (a sibling or cousin: ch. 2's rule, so the coarser levels differ from the leaf)."""
     hierarchy = load_hierarchy(config.hierarchy)
-    leaf, _, group = hierarchy.path(config.target_leaf)
-
-    def under(node: str) -> np.ndarray:
-        return np.isin(stem_leaves, hierarchy.leaves_under(node))
-
-    pcm = piece.stems_pcm.astype(np.int32)  # sums on the stored integers: the mixture is exactly the stems' sum
+    own = np.isin(stem_leaves, hierarchy.leaves_under(leaf))
+    required = [own] + ([np.isin(stem_leaves, hierarchy.leaves_under(hierarchy.path(leaf)[2])) & ~own] if config.levels == "multi" and config.require_relative else [])
     scale, notes = np.float32(1.0 / FULL_SCALE), piece.notes
-    required = [under(leaf)] + ([under(group) & ~under(leaf)] if config.levels == "multi" and config.require_relative else [])
     onsets = [(notes.start[np.isin(notes.part, np.flatnonzero(stems))], notes.velocity[np.isin(notes.part, np.flatnonzero(stems))]) for stems in required]
-    found = segment(np.stack([pcm[stems].sum(0) * scale for stems in required]), piece.sample_rate, onsets, config.view.segment)
-    targets = np.stack([pcm[under(node)].sum(0) for node in config.nodes]) * scale
-    mixture = pcm.sum(0) * scale
+    return segment(np.stack([piece.stems_pcm[stems].sum(0, dtype=np.int64) * scale for stems in required]), piece.sample_rate, onsets, config.view.segment)
+
+
+@dataclass(frozen=True)
+class QueryPool:
+    """One split's query clips: per leaf, int16 clips [n, samples] and the example_id of the piece each was cut from."""
+
+    clips: dict[str, np.ndarray]
+    pieces: dict[str, np.ndarray]
+
+    def others(self, leaf: str, piece: int) -> np.ndarray:
+        """Indices of the leaf's clips cut from pieces other than `piece`."""
+        return np.flatnonzero(self.pieces.get(leaf, np.zeros(0, np.int64)) != piece)
+
+    def draw(self, leaf: str, piece: int, rng: np.random.Generator) -> np.ndarray:
+        """A float32 query of `leaf` from another piece (the leaf must have one: see `others`)."""
+        return self.clips[leaf][rng.choice(self.others(leaf, piece))].astype(np.float32) * np.float32(1.0 / FULL_SCALE)
+
+
+def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> QueryPool:
+    """Query clips of every leaf in a split's pieces: `query_seconds` long, cut without overlap, kept when the leaf's
+    submix is above the view's min_dbfs, at most CLIPS_PER_PIECE per piece (spread over its salient clips) and
+    `pool_per_leaf` per leaf. A piece's first clips are preferred to any piece's second, so the pool spans as many
+    pieces (timbres) as it can; memory holds one piece and the kept clips."""
+    cutting = SegmentConfig(seconds=config.query_seconds, hop_seconds=config.query_seconds, min_dbfs=config.view.segment.min_dbfs)
+    limit = config.query.pool_per_leaf
+    kept: list[dict[str, list[tuple[int, np.ndarray]]]] = [{} for _ in range(CLIPS_PER_PIECE)]  # by rank in the piece: leaf -> (piece, clip)
+    for piece in split_pieces:
+        stem_leaves = np.asarray(piece.stem_leaves)
+        for leaf in sorted(set(piece.stem_leaves)):  # a leaf at a time: memory holds one submix
+            submix = piece.stems_pcm[stem_leaves == leaf].sum(0, dtype=np.int32)
+            no_onsets = [(np.zeros(0), np.zeros(0))]  # the dBFS rule only: queries need no onsets
+            found = segment(submix[None] * np.float32(1.0 / FULL_SCALE), piece.sample_rate, no_onsets, cutting)
+            starts = found.starts[found.salient[0]]
+            spread = np.unique(np.linspace(0, len(starts) - 1, min(CLIPS_PER_PIECE, len(starts))).round().astype(int))
+            for rank, start in enumerate(starts[spread]):
+                clips = kept[rank].setdefault(leaf, [])
+                if len(clips) < limit:  # a leaf's submix can pass full scale where its stems' signs agree: clip, not wrap
+                    clips.append((piece.example_id, np.clip(submix[start : start + found.length], -FULL_SCALE, FULL_SCALE - 1).astype(np.int16)))
+    pool = {leaf: [clip for by_rank in kept for clip in by_rank.get(leaf, [])][:limit] for leaf in kept[0]}
+    return QueryPool({leaf: np.stack([c for _, c in clips]) for leaf, clips in pool.items()}, {leaf: np.array([p for p, _ in clips], np.int64) for leaf, clips in pool.items()})
+
+
+def hierarchy_examples(
+    piece: Piece, stem_leaves: list[str], config: HierarchicalConfig, seed: int = 0, training: bool = False, draw: int = 0, queries: QueryPool | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Every example of one piece, in segment order: the mixture of all its stems and the submixes [L, samples] of
+    the path's nodes (the model's levels), in the segments where `leaf_segments` finds what the leaf needs salient.
+
+    SSS (`queries` None): the configured leaf's path. QBE: up to `view.examples_per_segment` of the leaves salient in
+    the segment that `queries` (the piece's split's pool) holds a clip of from another piece; each example adds that
+    `query` and its `leaf` (index in the hierarchy's leaves). Which leaves and queries is drawn from (seed, piece,
+    segment, draw) for `training` pieces and fixed for validation and test ones, so every seed and run scores the
+    same examples. `training` also applies the config's data reduction: the removed examples are left out, or hold
+    `leaf_known` 0 (every example holds `leaf_known` when the leaf's targets are reduced)."""
+    hierarchy = load_hierarchy(config.hierarchy)
+    if queries is None:
+        leaves = [config.target_leaf]
+    else:
+        leaves = [leaf for leaf in hierarchy.leaves if leaf in stem_leaves and len(queries.others(leaf, piece.example_id))]
+        if not leaves:
+            return []
+    found = [leaf_segments(piece, stem_leaves, leaf, config) for leaf in leaves]  # a leaf at a time: memory holds its submixes only
+    pcm, scale = piece.stems_pcm.astype(np.int32), np.float32(1.0 / FULL_SCALE)  # sums on the stored integers: the mixture is exactly the stems' sum
+    under = {node: np.isin(stem_leaves, hierarchy.leaves_under(node)) for leaf in leaves for node in config.path_nodes(leaf)}
     reduction = config.data_reduction
     examples = []
-    for k, start in enumerate(found.starts):
-        if not found.salient[:, k].all():
+    starts, length = found[0].starts, found[0].length  # every leaf's cutting is the view's
+    for k, start in enumerate(starts):
+        candidates = [leaf for leaf, segments in zip(leaves, found) if segments.salient[:, k].all()]
+        if not candidates:
             continue
-        removed = reduce and np.random.default_rng([seed, piece.example_id, int(start)]).random() < reduction.fraction
+        removed = training and np.random.default_rng([seed, piece.example_id, int(start)]).random() < reduction.fraction
         if removed and reduction.what == "all":
             continue
-        window = slice(int(start), int(start) + found.length)
-        example = {"mixture": mixture[window], "sources": targets[:, window], "piece": np.int64(piece.example_id), "start": np.int64(start)}
-        if reduction.fraction and reduction.what == "leaf":
-            example["leaf_known"] = np.float32(not removed)
-        examples.append(example)
+        window = slice(int(start), int(start) + length)
+        mixture = pcm[:, window].sum(0) * scale
+        if queries is not None:
+            stream = [seed, piece.example_id, int(start), draw] if training else [piece.example_id, int(start)]
+            picked = np.random.default_rng(stream).choice(len(candidates), min(config.view.examples_per_segment, len(candidates)), replace=False)
+            candidates = [candidates[i] for i in sorted(picked)]
+        for leaf in candidates:
+            sources = np.stack([pcm[under[node], window].sum(0) for node in config.path_nodes(leaf)]) * scale
+            example = {"mixture": mixture, "sources": sources, "piece": np.int64(piece.example_id), "start": np.int64(start)}
+            if reduction.fraction and reduction.what == "leaf":
+                example["leaf_known"] = np.float32(not removed)
+            if queries is not None:
+                index = hierarchy.leaves.index(leaf)
+                example |= {"query": queries.draw(leaf, piece.example_id, np.random.default_rng([*stream, index])), "leaf": np.int64(index)}
+            examples.append(example)
     return examples
 
 
-def stem_leaves_by_piece(dataset_dir: Path, hierarchy: str) -> tuple[dict[int, list[str]], set[int]]:
-    """example_id -> the hierarchy leaf of each stem, over every split of a built set (a small column), and the
-    training pieces' ids. The view's reader does not load this column, so the family's maker reads it once."""
+def stem_leaves_by_piece(dataset_dir: Path, hierarchy: str) -> tuple[dict[int, list[str]], dict[int, str]]:
+    """example_id -> the hierarchy leaf of each stem, over every split of a built set (a small column), and
+    example_id -> its split. The view's reader does not load this column, so the family's maker reads it once."""
     import pyarrow.parquet as pq
 
     known = set(load_hierarchy(hierarchy).leaves)
     leaves: dict[int, list[str]] = {}
-    train: set[int] = set()
-    for split in ("train", "valid", "test"):
+    splits: dict[int, str] = {}
+    for split in SPLITS:
         for path in files(dataset_dir, split, "multitrack"):
             table = pq.read_table(path, columns=["example_id", "stem_leaves"])
             ids = table.column("example_id").to_pylist()
             leaves |= dict(zip(ids, table.column("stem_leaves").to_pylist()))
-            train |= set(ids) if split == "train" else set()
+            splits |= dict.fromkeys(ids, split)
     unknown = sorted({leaf for row in leaves.values() for leaf in row} - known)
     if unknown:
         raise PartitaError(
             f"the stems of {Path(dataset_dir).name} are labelled with leaves {unknown[:3]} that {hierarchy} does not have",
             "set model.hierarchy to the hierarchy the set was built with (its recipe's hierarchy)",
         )
-    return leaves, train
+    return leaves, splits
 
 
 class QueryNet(nn.Module):
@@ -234,15 +322,22 @@ class HierarchicalModel(nn.Module):
         weights = [getattr(config.level_weights, level) for level in config.level_names]
         self.register_buffer("level_weights", torch.tensor(weights) / sum(weights), persistent=False)
 
-    def forward(self, mix_mag: torch.Tensor) -> torch.Tensor:
-        return self.masker(mix_mag)
+    def forward(self, mix_mag: torch.Tensor, query_mag: torch.Tensor | None = None) -> torch.Tensor:
+        return self.masker(mix_mag, query_mag)
+
+    def query_mag(self, query: torch.Tensor) -> torch.Tensor:
+        """Query waveforms [B, samples] -> their magnitude [B, F, Tq], by the mixture's STFT."""
+        return self.featurizer.stft(query.float()).abs()
 
     def levels(self, batch: Batch) -> Batch:
-        """An unfeaturised batch (mixture, `sources` = the level submixes [B, L, samples]) plus mix_mag and the
-        levels' tPSA targets [B, L, F, T]."""
+        """An unfeaturised batch (mixture, `sources` = the level submixes [B, L, samples], a QBE example's `query`)
+        plus mix_mag, the levels' tPSA targets [B, L, F, T] and the query's `query_mag`."""
         if batch["sources"].shape[1] != len(self.config.level_names):  # masks and references would broadcast silently
             raise ValueError(f"the batch holds {batch['sources'].shape[1]} level submixes, the model separates {len(self.config.level_names)}")
-        return self.featurizer({"mixture": batch["mixture"].float(), "sources": batch["sources"].float()})
+        levels = self.featurizer({"mixture": batch["mixture"].float(), "sources": batch["sources"].float()})
+        if "query" in batch:
+            levels["query_mag"] = self.query_mag(batch["query"])
+        return levels
 
     def level_loss(self, masks: torch.Tensor, levels: Batch, leaf_known: torch.Tensor | None = None) -> torch.Tensor:
         """tPSA per level, weighted (the weights sum to one); `leaf_known` [B] 0/1 leaves the removed leaf targets
@@ -262,20 +357,25 @@ class Hierarchical(ModelFamily):
     selection_mode = "max"
 
     def view(self, config: HierarchicalConfig) -> ViewConfig:
-        if config.conditioning == "qbe":
-            raise PartitaError(
-                "query-by-example training needs a query segment of the target leaf from another piece, which no multi-track view supplies yet",
-                "train model.conditioning=sss (QBE waits on the view's query support, issue 13)",
-            )
         return config.view
 
     def example_maker(self, config: HierarchicalConfig, dataset_dir: Path) -> ExampleMaker:
-        leaves, train = stem_leaves_by_piece(dataset_dir, config.hierarchy)
+        """The chapter's examples of the set's pieces; for QBE, with queries from a pool per split, read here once."""
+        leaves, splits = stem_leaves_by_piece(dataset_dir, config.hierarchy)
         fields = {"hierarchy", "target_leaf", "levels", "single_level", "require_relative", "data_reduction"}
+        pools = None
+        if config.conditioning == "qbe":  # every leaf a piece plays is a target: the SSS target leaf decides nothing
+            fields = fields - {"target_leaf"} | {"conditioning"}
+            pools = {split: query_pool(pieces(dataset_dir, split), config) for split in SPLITS}
         recipe = {"family": self.name, "segment": config.view.segment.model_dump(mode="json")} | config.model_dump(mode="json", include=fields)
+        if pools is not None:
+            pool = {"seconds": config.query_seconds, "pool_per_leaf": config.query.pool_per_leaf, "clips_per_piece": CLIPS_PER_PIECE}
+            recipe |= {"query": pool, "examples_per_segment": config.view.examples_per_segment}
 
         def make(piece: Piece, seed: int, draw: int) -> list[dict[str, np.ndarray]]:
-            return hierarchy_examples(piece, leaves[piece.example_id], config, seed, reduce=piece.example_id in train)
+            split = splits[piece.example_id]
+            queries = pools[split] if pools is not None else None
+            return hierarchy_examples(piece, leaves[piece.example_id], config, seed, training=split == "train", draw=draw, queries=queries)
 
         return ExampleMaker(make, recipe)
 
@@ -285,7 +385,7 @@ class Hierarchical(ModelFamily):
     def loss(self, model: HierarchicalModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         core = getattr(model, "module", model)  # under DDP the forward goes through the wrapper, the rest to the model
         levels = core.levels(batch)
-        loss = core.level_loss(model(levels["mix_mag"]), levels, batch.get("leaf_known"))
+        loss = core.level_loss(model(levels["mix_mag"], levels.get("query_mag")), levels, batch.get("leaf_known"))
         return loss, {"loss": float(loss.detach())}
 
     def evaluate(self, model: HierarchicalModel, batches: Iterable[Batch]) -> dict[str, float]:
@@ -294,7 +394,7 @@ class Hierarchical(ModelFamily):
         for batch in batches:
             levels = model.levels(batch)
             spec = model.featurizer.stft(levels["mixture"])
-            masks = model(spec.abs())
+            masks = model(spec.abs(), levels.get("query_mag"))
             total += float(model.level_loss(masks, levels)) * len(masks)
             count += len(masks)
             scores.add(masked_waveforms(model.featurizer, masks, spec, levels["mixture"].shape[-1]), levels["mixture"], levels["sources"])
@@ -310,8 +410,10 @@ class Hierarchical(ModelFamily):
 
         device = next(model.parameters()).device
         with torch.no_grad():
-            levels = model.levels({key: batch[key][:1].to(device) for key in ("mixture", "sources")})
-            masks = model(levels["mix_mag"])[0].float().cpu()
+            levels = model.levels({key: batch[key][:1].to(device) for key in ("mixture", "sources", "query") if key in batch})
+            masks = model(levels["mix_mag"], levels.get("query_mag"))[0].float().cpu()
+        config = model.config
+        nodes = config.path_nodes(load_hierarchy(config.hierarchy).leaves[int(batch["leaf"][0])]) if "leaf" in batch else config.nodes
         mix = levels["mix_mag"][0].float().cpu()
         reference = model.featurizer.stft(levels["sources"][0]).abs().cpu()
 
@@ -326,19 +428,32 @@ class Hierarchical(ModelFamily):
             ax.set_axis_off()
         axes[0, 0].imshow(db(mix), origin="lower", aspect="auto", vmin=top - 80, vmax=top, cmap="magma")
         axes[0, 0].set_title("mixture (dB)", fontsize=8)
-        for level, node in enumerate(model.config.nodes):
+        for level, node in enumerate(nodes):
             axes[1 + level, 0].imshow(masks[level].numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis")
-            axes[1 + level, 0].set_title(f"{model.config.level_names[level]} ({node}): mask", fontsize=8)
+            axes[1 + level, 0].set_title(f"{config.level_names[level]} ({node}): mask", fontsize=8)
             for ax, image, title in ((axes[1 + level, 1], masks[level] * mix, "estimate (dB)"), (axes[1 + level, 2], reference[level], "reference submix (dB)")):
                 ax.imshow(db(image), origin="lower", aspect="auto", vmin=top - 80, vmax=top, cmap="magma")
                 ax.set_title(title, fontsize=8)
         return fig
 
     def apply(self, model: HierarchicalModel, audio: torch.Tensor, data: ViewSpec) -> dict[str, np.ndarray]:
-        """One WAV per node of the target path (leaf, family, group), named after the node."""
+        """One WAV per level: SSS, named after the target path's nodes; QBE, separated as the query (`model.query_file`,
+        `partita apply --query`) names, after the levels (leaf, family, group): the query, not the run, picks the leaf."""
+        config = model.config
+        if config.conditioning == "sss":
+            if config.query_file:
+                raise PartitaError(
+                    f"this run is source-specific: it separates {config.target_leaf!r} and its parents, and takes no query",
+                    "drop --query; it is for runs trained with model.conditioning=qbe",
+                )
+            names, query_mag = config.nodes, None
+        else:
+            if not config.query_file:
+                raise PartitaError("a query-by-example run separates the instrument a query recording names, and none was given", "pass --query QUERY.wav, a recording of that instrument")
+            names, query_mag = config.level_names, model.query_mag(read_audio(Path(config.query_file), data.sample_rate).to(audio.device).unsqueeze(0))
         spec = model.featurizer.stft(audio.float().unsqueeze(0))
-        estimates = masked_waveforms(model.featurizer, model(spec.abs()), spec, audio.shape[-1])[0].cpu().numpy()
-        return {f"{node.replace(' ', '_')}.wav": estimate for node, estimate in zip(model.config.nodes, estimates)}
+        estimates = masked_waveforms(model.featurizer, model(spec.abs(), query_mag), spec, audio.shape[-1])[0].cpu().numpy()
+        return {f"{name.replace(' ', '_')}.wav": estimate for name, estimate in zip(names, estimates)}
 
 
 HIERARCHICAL = Hierarchical()
