@@ -27,7 +27,9 @@ from orchestration.data_build import build
 from orchestration.runtime import init_ray
 
 NAME = "ingest"
-PIECES = {"pieces": 100, "music21_fraction": 0.0, "min_seconds": 6.0, "max_seconds": 10.0}  # short pieces: the set size, not their length, is what varies
+# Short pieces (the set size, not their length, is what varies), every one played by the band, so each split has
+# segments of the piano + electric guitar pair the cpu preset's view names.
+PIECES = {"pieces": 100, "music21_fraction": 0.0, "band_fraction": 1.0, "min_seconds": 6.0, "max_seconds": 10.0}
 
 
 @register(NAME)
