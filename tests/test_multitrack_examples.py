@@ -43,6 +43,14 @@ def test_segments_cover_whole_segments_only_and_drop_quiet_stems():
     assert not piece_segments(tiny_piece(4.0), view()).starts.size  # shorter than a segment: none
 
 
+def test_a_view_naming_classes_measures_only_their_stems_and_keeps_the_same_segments():
+    everything, named = piece_segments(tiny_piece(), view()), piece_segments(tiny_piece(), view(classes=["Piano", "Acoustic Guitar"]))
+    assert named.starts.tolist() == everything.starts.tolist()
+    np.testing.assert_array_equal(named.salient[[0, 2]], everything.salient[[0, 2]])
+    np.testing.assert_array_equal(named.level_dbfs[[0, 2]], everything.level_dbfs[[0, 2]])
+    assert not named.salient[1].any() and (named.level_dbfs[1] == -200.0).all()  # the Violin is not measured
+
+
 def test_examples_mix_two_salient_stems_exactly():
     piece = tiny_piece()
     examples = piece_examples(piece, view(), seed=0)
