@@ -11,6 +11,7 @@ from components.errors import PartitaError
 from components.models.registry import get_family
 from components.models.base import DataSpec
 from components.models.musicslots import MusicSlotsConfig, compose
+from tests.fitting import fit
 
 SPEC = DataSpec(input_shape=(1, 128, 32), pitches=tuple(range(48, 60)), programs=(0, 40, 73), max_notes=4)
 TINY = dict(
@@ -189,14 +190,7 @@ def test_implicit_differentiation_changes_gradients_not_values():
 def test_overfits_one_batch():
     batch = synthetic_batch(4)
     model = tiny(implicit=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss, logs = FAMILY.loss(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(logs["loss"])
+    losses = fit(FAMILY, model, batch, steps=30, lr=3e-3)
     assert losses[-1] < losses[0] / 10, losses
 
 
@@ -209,3 +203,25 @@ def test_evaluate_and_figure():
     fig = FAMILY.figure(model, batches[0])
     assert len(fig.axes) == 2 * 3 * (3 + 2)
     fig.savefig(io.BytesIO(), format="png")
+
+
+def test_symmetry_diagnostics_tell_the_symmetric_solution_from_a_partition():
+    from components.models.musicslots import symmetry_diagnostics
+
+    tokens, num_slots = 12, 3
+    shared = torch.full((1, num_slots, tokens), 1 / num_slots)
+    same_slots = torch.ones(1, num_slots, 4)
+    assert symmetry_diagnostics(shared, same_slots) == pytest.approx({"attention_entropy": 1.0, "slot_similarity": 1.0})
+    # each input claimed by one slot, and slots pointing in orthogonal directions
+    claimed = torch.nn.functional.one_hot(torch.arange(tokens) % num_slots, num_slots).T[None].float()
+    orthogonal = torch.eye(num_slots, 4)[None]
+    assert symmetry_diagnostics(claimed, orthogonal) == pytest.approx({"attention_entropy": 0.0, "slot_similarity": 0.0}, abs=1e-6)
+
+
+def test_attention_is_each_inputs_share_over_slots():
+    out = tiny()(synthetic_batch(2)["chord_db"])
+    attention = out["attention"]
+    assert attention.shape[:2] == (2, 3)
+    torch.testing.assert_close(attention.sum(1), torch.ones(2, attention.shape[2]))
+    logs = FAMILY.loss(tiny(), synthetic_batch(2))[1]
+    assert 0 < logs["attention_entropy"] <= 1 and -1 <= logs["slot_similarity"] <= 1

@@ -117,31 +117,34 @@ class SlotAttention(nn.Module):
         self.gru = nn.GRUCell(config.attention_size, config.slot_size)
         self.mlp = nn.Sequential(nn.Linear(config.slot_size, config.mlp_hidden), nn.ReLU(), nn.Linear(config.mlp_hidden, config.slot_size))
 
-    def step(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def step(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One iteration: the updated slots [B, K, D] and the attention [B, K, N] (each input's share per slot)."""
         q = self.to_q(self.norm_slots(slots))
         # slots compete for each input (softmax over slots), then each slot takes
         # the weighted mean of the inputs it won
-        attn = torch.einsum("bkd,bnd->bkn", q, k).mul(self.scale).softmax(dim=1) + self.epsilon
-        updates = torch.einsum("bkn,bnd->bkd", attn / attn.sum(-1, keepdim=True), v)
+        attn = torch.einsum("bkd,bnd->bkn", q, k).mul(self.scale).softmax(dim=1)
+        weights = attn + self.epsilon
+        updates = torch.einsum("bkn,bnd->bkd", weights / weights.sum(-1, keepdim=True), v)
         slots = self.gru(updates.flatten(0, 1), slots.flatten(0, 1)).view_as(slots)
-        return slots + self.mlp(self.norm_mlp(slots))
+        return slots + self.mlp(self.norm_mlp(slots)), attn
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, N, token_size] -> slots [B, K, slot_size] and the last iteration's attention [B, K, N]."""
         tokens = self.norm_inputs(tokens)
         k, v = self.to_k(tokens), self.to_v(tokens)
         noise = torch.randn(tokens.shape[0], *self.mu.shape, device=tokens.device, dtype=tokens.dtype)
         slots = self.mu + self.log_sigma.exp() * noise
         if not self.implicit:
-            for _ in range(self.iters):
-                slots = self.step(slots, k, v)
-            return slots
+            for _ in range(self.iters - 1):
+                slots, _ = self.step(slots, k, v)
+            return self.step(slots, k, v)
         # Chang et al. 2022, first-order implicit gradient: differentiate only the
         # last step, taken from the detached (approximate) fixed point. The fixed
         # point does not depend on the init, so mu and log_sigma get no gradient:
         # they keep their random values and the sampled noise breaks the symmetry.
         with torch.no_grad():
             for _ in range(self.iters - 1):
-                slots = self.step(slots, k, v)
+                slots, _ = self.step(slots, k, v)
         return self.step(slots.detach(), k, v)
 
 
@@ -227,16 +230,17 @@ class MusicSlots(nn.Module):
         self.db_offset, self.db_scale = config.db_offset, config.db_scale
 
     def forward(self, chord_db: torch.Tensor) -> dict[str, torch.Tensor]:
-        """chord_db [B, 1, F, T] -> recon_db [B, 1, F, T], slots_db / decoded_db / alphas [B, K, F, T], slots [B, K, D].
+        """chord_db [B, 1, F, T] -> recon_db [B, 1, F, T], slots_db / decoded_db / alphas [B, K, F, T], slots [B, K, D],
+        attention [B, K, tokens] (the last iteration's).
 
         slots_db is each slot's contribution to the mix (its note spectrogram),
         decoded_db the decoder's raw dB output before the alpha weights.
         """
-        slots = self.slot_attention(self.encoder((chord_db - self.db_offset) / self.db_scale))
+        slots, attention = self.slot_attention(self.encoder((chord_db - self.db_offset) / self.db_scale))
         decoded = self.decoder(slots.flatten(0, 1)).unflatten(0, slots.shape[:2]).float()  # each slot on its own; composed in float32 even under bf16 autocast: dB values need the mantissa
         slot_db = self.db_offset + self.db_scale * decoded[:, :, 0]
         alpha_logits = decoded[:, :, 1] if self.mask_norm != "none" else None
-        return {**compose(slot_db, alpha_logits, self.mask_norm, self.top_db), "decoded_db": slot_db, "slots": slots}
+        return {**compose(slot_db, alpha_logits, self.mask_norm, self.top_db), "decoded_db": slot_db, "slots": slots, "attention": attention}
 
 
 class MusicSlotsFamily(ModelFamily):
@@ -254,7 +258,7 @@ class MusicSlotsFamily(ModelFamily):
         loss = F.mse_loss(out["recon_db"], batch["chord_db"])
         # slots that put any bin above the mask level: collapse onto one slot shows here first
         audible = (out["slots_db"].detach() >= MASK_DB).flatten(2).any(-1).float().sum(1).mean()
-        return loss, {"loss": loss.item(), "audible_slots": audible.item()}
+        return loss, {"loss": loss.item(), "audible_slots": audible.item(), **symmetry_diagnostics(out["attention"].detach(), out["slots"].detach())}
 
     def evaluate(self, model: MusicSlots, batches: Iterable[Batch]) -> dict[str, float]:
         note_mse, iou, loss_sum = [], [], 0.0
@@ -310,6 +314,21 @@ class MusicSlotsFamily(ModelFamily):
                     _show(bottom[k + 2], note_db[i, note], f"note {note} (MSE {mse:.1f})", vmax)
             bottom[0].text(0, 0.5, f"note MSE {matching.note_mse[i]:.1f}\nIoU {matching.iou[i]:.2f}", fontsize=8, transform=bottom[0].transAxes)
         return fig
+
+
+def symmetry_diagnostics(attention: torch.Tensor, slots: torch.Tensor) -> dict[str, float]:
+    """How far the slots are from the symmetric solution, where every slot is the whole chord.
+
+    attention_entropy: each input's entropy over slots, in units of log K (1: every input shared
+    equally, so every slot averages the same inputs; 0: each input claimed by one slot).
+    slot_similarity: mean cosine similarity of a chord's slots over its K(K-1) pairs (1: identical).
+    """
+    num_slots = attention.shape[1]
+    entropy = -(attention * attention.clamp_min(1e-12).log()).sum(1).mean() / math.log(num_slots)
+    unit = F.normalize(slots, dim=-1)
+    cosine = torch.einsum("bkd,bjd->bkj", unit, unit)
+    similarity = (cosine.sum((1, 2)) - num_slots) / (num_slots * (num_slots - 1))
+    return {"attention_entropy": entropy.item(), "slot_similarity": similarity.mean().item()}
 
 
 def _show(ax, image: torch.Tensor, title: str, vmax: float) -> None:
