@@ -74,17 +74,12 @@ def load_trained(
     with tempfile.TemporaryDirectory() as folder:
         tree = json.loads(Path(client(uri).download_artifacts(run.info.run_id, "config.json", folder)).read_text())
     if score is not None:
-        if "score" not in family.config_class.model_fields:
-            raise PartitaError(f"model family {family.name} takes no score", "drop --score; it is for score-informed runs")
-        if not Path(score).is_file():
-            raise PartitaError(f"no score file at {score}", "pass the MIDI file of the recording's score")
-        tree["model"]["score"] = str(Path(score).resolve())
+        attach_file(tree, family, "score", score, "drop --score; it is for score-informed runs", "pass the MIDI file of the recording's score")
     if query is not None:
-        if "query_file" not in family.config_class.model_fields:
-            raise PartitaError(f"model family {family.name} takes no query", "drop --query; it is for query-by-example runs (hierarchical, model.conditioning=qbe)")
-        if not Path(query).is_file():
-            raise PartitaError(f"no query file at {query}", "pass the path of a WAV, FLAC or OGG recording of the instrument to separate")
-        tree["model"]["query_file"] = str(Path(query).resolve())
+        attach_file(
+            tree, family, "query_file", query, "drop --query; it is for query-by-example runs (hierarchical, model.conditioning=qbe)",
+            "pass the path of a WAV, FLAC or OGG recording of the instrument to separate",
+        )
     config = validate(tree)
     checkpoint = run.data.tags[CHECKPOINT_TAG]
     try:
@@ -100,6 +95,16 @@ def load_trained(
     model = family.build(config.model, state["spec"])
     model.load_state_dict(state["best_state"] or state["model"])
     return Trained(family, model.eval(), family.applied_spec(state["spec"], lambda path: run_json(run.info.run_id, path, uri)), run, config)
+
+
+def attach_file(tree: dict, family: "ModelFamily", field: str, path: Path, not_taken_fix: str, missing_fix: str) -> None:
+    """Sets the logged config's `model.<field>` to a user's file, refusing a family without that field or a missing file."""
+    noun = field.removesuffix("_file")
+    if field not in family.config_class.model_fields:
+        raise PartitaError(f"model family {family.name} takes no {noun}", not_taken_fix)
+    if not Path(path).is_file():
+        raise PartitaError(f"no {noun} file at {path}", missing_fix)
+    tree["model"][field] = str(Path(path).resolve())
 
 
 def run_json(run_id: str, path: str, uri: str | None = None) -> dict | None:

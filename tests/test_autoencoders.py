@@ -19,6 +19,7 @@ from components.models.autoencoders import (
     notes_from_multi_hot,
 )
 from components.models.base import DataSpec
+from tests.fitting import fit
 
 SPEC = DataSpec(input_shape=(1, 128, 32), pitches=tuple(range(48, 60)), programs=(0, 40, 73), max_notes=4)
 TINY = dict(channels=8, layers=4, kernel=3)
@@ -124,26 +125,14 @@ def test_every_parameter_gets_gradient(family):
 def test_autoencoder_overfits_one_batch():
     fam, model = build("autoencoder", **{**TINY, "layers": 3}, latent_size=16)
     data = batch(4)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss, logs = fam.loss(model, data)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(logs["loss"])
+    losses = fit(fam, model, data, steps=60, lr=3e-3)
     assert losses[-1] < losses[0] / 10, losses
 
 
 def test_supervised_cnn_learns_one_batch():
     fam, model = build("supervised_cnn", **TINY, hidden_size=32)
     data = batch(4)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        loss, _ = fam.loss(model, data)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit(fam, model, data, steps=60, lr=3e-3)
     model.eval()
     assert fam.evaluate(model, [data])["chord_accuracy"] == 1.0
 

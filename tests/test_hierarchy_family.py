@@ -12,6 +12,7 @@ from components.models.registry import get_family
 from components.models.base import ViewSpec
 from components.models.hierarchical import LEVELS, HierarchicalConfig, hierarchy_examples
 from orchestration.reports import _effective, _paper_row, load_paper
+from tests.fitting import fit
 
 RATE, SECONDS = 8000, 0.5
 SPEC = ViewSpec(sample_rate=RATE, classes=())
@@ -90,15 +91,8 @@ def test_the_constraint_makes_coarser_masks_contain_finer_ones_in_the_family():
 @pytest.mark.parametrize("levels", ["multi", "single"])
 def test_the_loss_decreases_and_the_family_scores_every_level(levels):
     family, config, model = tiny(levels=levels, single_level="family")
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     one = batch(levels=config.level_names)
-    losses = []
-    for _ in range(30):
-        loss, logged = family.loss(model, one)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(logged["loss"])
+    losses = fit(family, model, one, steps=30, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     model.eval()
     with torch.no_grad():

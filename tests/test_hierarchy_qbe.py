@@ -30,6 +30,7 @@ from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
 from orchestration.tracking import RunLogger, ensure_experiment, find_or_create_run
 from orchestration.trainer import CHECKPOINT_TAG
+from tests.fitting import fit
 
 RATE, SECONDS, PIECE_SECONDS = 8000, 0.5, 3.0
 SEGMENT = int(RATE * SECONDS)
@@ -196,14 +197,7 @@ def test_the_qbe_family_trains_and_its_masks_change_with_the_query(built):
     examples = made(built, model_config, "train")
     batch = {key: torch.from_numpy(value) for key, value in stack(examples).items()}
     assert batch["query"].shape == (len(examples), SEGMENT) and batch["leaf"].dtype == torch.int64
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(30):
-        loss, logged = HIERARCHICAL.loss(model, batch)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(logged["loss"])
+    losses = fit(HIERARCHICAL, model, batch, steps=30, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     model.eval()
     valid = {key: torch.from_numpy(value) for key, value in stack(made(built, model_config, "valid")).items()}

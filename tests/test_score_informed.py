@@ -25,6 +25,7 @@ from components.models.score_informed import (
 )
 from orchestration.config import load_config
 from orchestration.experiment import CONFIGS
+from tests.fitting import fit
 
 RATE, SAMPLES, SOURCES = 1000, 400, 4
 SPEC = ViewSpec(RATE, ())
@@ -103,14 +104,7 @@ def test_loss_falls_on_a_tiny_batch_in_a_few_steps(task):
     config = tiny_config(task=task, variant="residual")
     model = SCORE_INFORMED.build(config, SPEC)
     batch = tiny_batch(config)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss, _ = SCORE_INFORMED.loss(model, batch)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
+    losses = fit(SCORE_INFORMED, model, batch, steps=40, lr=1e-2)
     assert losses[-1] < 0.6 * losses[0]
 
 
@@ -223,13 +217,7 @@ def test_a_model_that_needs_the_score_loses_quality_as_notes_are_removed():
     torch.manual_seed(0)
     config = tiny_config(variant="vanilla")
     model = SCORE_INFORMED.build(config, SPEC)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    train = noise_batch(config, 6, seed=0)
-    for _ in range(60):
-        loss, _ = SCORE_INFORMED.loss(model, train)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    fit(SCORE_INFORMED, model, noise_batch(config, 6, seed=0), steps=60, lr=1e-2)
     with torch.no_grad():
         result = controllability(model.eval(), [noise_batch(config, 4, seed=1)], subsets=5, seed=0)
     by_step = [result.delta_si_sdri[result.step == k].mean() for k in range(6)]
