@@ -216,6 +216,7 @@ def test_symmetry_diagnostics_tell_the_symmetric_solution_from_a_partition():
     claimed = torch.nn.functional.one_hot(torch.arange(tokens) % num_slots, num_slots).T[None].float()
     orthogonal = torch.eye(num_slots, 4)[None]
     assert symmetry_diagnostics(claimed, orthogonal) == pytest.approx({"attention_entropy": 0.0, "slot_similarity": 0.0}, abs=1e-6)
+    assert symmetry_diagnostics(torch.ones(1, 1, tokens), torch.ones(1, 1, 4)) == {}  # one slot: log K = 0
 
 
 def test_attention_is_each_inputs_share_over_slots():

@@ -322,8 +322,11 @@ def symmetry_diagnostics(attention: torch.Tensor, slots: torch.Tensor) -> dict[s
     attention_entropy: each input's entropy over slots, in units of log K (1: every input shared
     equally, so every slot averages the same inputs; 0: each input claimed by one slot).
     slot_similarity: mean cosine similarity of a chord's slots over its K(K-1) pairs (1: identical).
+    A single slot has no symmetry to break: nothing is reported.
     """
     num_slots = attention.shape[1]
+    if num_slots < 2:
+        return {}
     entropy = -(attention * attention.clamp_min(1e-12).log()).sum(1).mean() / math.log(num_slots)
     unit = F.normalize(slots, dim=-1)
     cosine = torch.einsum("bkd,bjd->bkj", unit, unit)
