@@ -226,3 +226,24 @@ def test_attention_is_each_inputs_share_over_slots():
     torch.testing.assert_close(attention.sum(1), torch.ones(2, attention.shape[2]))
     logs = FAMILY.loss(tiny(), synthetic_batch(2))[1]
     assert 0 < logs["attention_entropy"] <= 1 and -1 <= logs["slot_similarity"] <= 1
+
+
+def test_he_init_keeps_the_chords_variation_through_the_encoder():
+    """Measured on jsb-multi with the cpu preset's encoder: PyTorch's default init leaves 0.6% of the input's
+    variation after four convs (under 1%), under a position embedding of fixed size; He init keeps about a quarter."""
+    chord_db = synthetic_batch(8)["chord_db"]
+
+    def variation(init: str) -> float:
+        torch.manual_seed(0)
+        convs = tiny(encoder_init=init, encoder_layers=4, encoder_stride=(1, 2)).encoder.convs
+        with torch.no_grad():
+            return float(convs(chord_db / chord_db.std()).std(0).mean())
+
+    assert variation("he") > 5 * variation("torch")
+
+
+def test_unscaled_logits_are_the_authors_attention():
+    assert tiny(attention_logits="unscaled").slot_attention.scale == 1.0
+    assert tiny().slot_attention.scale == pytest.approx(16**-0.5)
+    with pytest.raises(ValidationError, match="encoder_init"):
+        MusicSlotsConfig(encoder_init="xavier")
