@@ -58,7 +58,11 @@ def test_without_regularisers_the_objective_matches_nnls_per_frame():
     (activations,) = decompose(dictionary, [spectrogram], DemixConfig(lambda_h=0, lambda_t=0, steps=300, lr=1e-2))
     ours = ((dictionary @ activations - spectrogram) ** 2).sum(axis=0)
     reference = np.array([nnls(dictionary, frame)[1] ** 2 for frame in spectrogram.T])
-    assert (ours <= reference * 1.01 + 1e-9).all(), (ours / reference).max()
+    assert ours.sum() <= reference.sum() * 1.001
+    # each frame's excess in units of its energy (the README's measure): a ratio to a frame's optimum,
+    # often near 0, measures Adam's constant-size steps and differs between CPUs (1.099 on one, < 1.01 on another)
+    excess = (ours - reference) / (spectrogram**2).sum(axis=0)
+    assert excess.max() < 1e-4, excess.max()
 
 
 def test_quiet_frames_reach_their_optimum_as_loud_ones_do():
