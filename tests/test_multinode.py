@@ -9,7 +9,6 @@ module needs no session Ray (only the local-instance check uses it): its chord s
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -161,14 +160,18 @@ def test_too_few_cpus_on_a_local_instance_are_named_at_once(ray_session, chords,
     assert not client().search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = 'train:too-many-local-workers'")  # nothing written
 
 
-# Opt-in: it passes alone (2026-11-30, 112 s) and after any one of the module's other tests, but
-# after all of them its driver's TrainController was cancelled before it started, twice (issue 17).
-@pytest.mark.skipif(
-    not os.environ.get("PARTITA_MULTINODE_TESTS"),
-    reason="opt-in (PARTITA_MULTINODE_TESTS=1): after this module's other tests its TrainController is cancelled before it starts (issue 17)",
-)
-def test_a_run_survives_losing_a_node(cluster, chords, tmp_path):
-    """Last in this module: it replaces node-b with node-c."""
+@pytest.fixture
+def fresh_cluster():
+    """A cluster of its own: after the module's other runs on the shared one, this run's TrainController was
+    cancelled before it started, twice (issue 17); this test replaces a node anyway."""
+    nodes = LocalCluster("node-b")
+    yield nodes
+    nodes.close(processes_mentioning)
+
+
+def test_a_run_survives_losing_a_node(fresh_cluster, chords, tmp_path):
+    """node-b is removed after the first checkpoint; node-c joins once the failure is recorded."""
+    cluster = fresh_cluster
     steps = 40
     settings = ["train.num_workers=2", f"train.steps={steps}", "train.eval_every=10", "train.log_every=5",
                 "train.max_failures=2", f"train.storage_path={tmp_path}"]
