@@ -68,7 +68,7 @@ def build(config: DataConfig, *, force: bool = False, workers: int | None = None
                 partition_cols=["split"],
                 ray_remote_args={"num_cpus": 0},
                 min_bytes_per_file=plan.min_bytes_per_write,
-                compression="zstd",
+                compression=plan.compression,
             )
         )
         for partition in tmp.glob("split=*"):

@@ -113,6 +113,11 @@ def test_saliency_filters_drop_silent_and_sparse_targets():
     counted = segment(np.stack([loud]), rate, [onsets], config.model_copy(update={"min_onsets": 3}))
     assert counted.onsets[0].tolist() == [3, 1, 0, 0, 0, 0, 0]
     assert counted.salient[0].tolist() == [True, False, False, False, False, False, False]
+    # stored int16 PCM with its scale measures the same levels as the float audio it stands for
+    pcm = np.round(np.stack([loud, half, faint]) * 32768).astype(np.int16)
+    from_pcm = segment(pcm, rate, [everywhere] * 3, config, scale=1 / 32768)
+    np.testing.assert_allclose(from_pcm.level_dbfs, segment(pcm / 32768, rate, [everywhere] * 3, config).level_dbfs, atol=1e-9)
+    np.testing.assert_allclose(from_pcm.level_dbfs[:2], segments.level_dbfs[:2], atol=0.001)
 
 
 def test_saliency_on_rendered_stems(rendered):

@@ -29,6 +29,8 @@ class BuildPlan:
     # Few large writes matter when the actors hold every CPU: each write task then needs a
     # freshly started worker process (about 2 s of CPU) once Ray has reaped the idle ones.
     min_bytes_per_write: int | None = None
+    # Parquet codec: one for every column, or per column (a column left out of the dict is stored uncompressed)
+    compression: str | dict[str, str] = "zstd"
 
     @property
     def recipe_hash(self) -> str:

@@ -154,9 +154,10 @@ def leaf_segments(piece: Piece, stem_leaves: list[str], leaf: str, config: Hiera
     hierarchy = load_hierarchy(config.hierarchy)
     own = np.isin(stem_leaves, hierarchy.leaves_under(leaf))
     required = [own] + ([np.isin(stem_leaves, hierarchy.leaves_under(hierarchy.path(leaf)[2])) & ~own] if config.levels == "multi" and config.require_relative else [])
-    scale, notes = np.float32(1.0 / FULL_SCALE), piece.notes
+    notes = piece.notes
     onsets = [(notes.start[np.isin(notes.part, np.flatnonzero(stems))], notes.velocity[np.isin(notes.part, np.flatnonzero(stems))]) for stems in required]
-    return segment(np.stack([piece.stems_pcm[stems].sum(0, dtype=np.int64) * scale for stems in required]), piece.sample_rate, onsets, config.view.segment)
+    submixes = np.stack([piece.stems_pcm[stems].sum(0, dtype=np.int32) for stems in required])
+    return segment(submixes, piece.sample_rate, onsets, config.view.segment, scale=1.0 / FULL_SCALE)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> Que
         for leaf in sorted(set(piece.stem_leaves)):  # a leaf at a time: memory holds one submix
             submix = piece.stems_pcm[stem_leaves == leaf].sum(0, dtype=np.int32)
             no_onsets = [(np.zeros(0), np.zeros(0))]  # the dBFS rule only: queries need no onsets
-            found = segment(submix[None] * np.float32(1.0 / FULL_SCALE), piece.sample_rate, no_onsets, cutting)
+            found = segment(submix[None], piece.sample_rate, no_onsets, cutting, scale=1.0 / FULL_SCALE)
             starts = found.starts[found.salient[0]]
             spread = np.unique(np.linspace(0, len(starts) - 1, min(CLIPS_PER_PIECE, len(starts))).round().astype(int))
             for rank, start in enumerate(starts[spread]):

@@ -43,7 +43,7 @@ def piece_segments(piece: Piece, view: ViewConfig) -> Segments:
     notes = piece.notes
     measured = [s for s, c in enumerate(piece.stem_classes) if not view.classes or c in view.classes]
     onsets = [(notes.start[notes.part == s], notes.velocity[notes.part == s]) for s in measured]
-    found = segment(piece.stems_pcm[measured].astype(np.float32) / np.float32(FULL_SCALE), piece.sample_rate, onsets, view.segment)
+    found = segment(piece.stems_pcm[measured], piece.sample_rate, onsets, view.segment, scale=1.0 / FULL_SCALE)
     if len(measured) == len(piece.stem_names):
         return found
     shape = (len(piece.stem_names), len(found.starts))

@@ -9,6 +9,7 @@ velocity > 30). Levels are RMS in dB re full scale (a full-scale square wave is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,17 +42,25 @@ class Segments:
     salient: np.ndarray  # [targets, n] bool: passes both filters
 
 
-def segment(targets: np.ndarray, rate: int, onset_lists: list[tuple[np.ndarray, np.ndarray]], config: SegmentConfig) -> Segments:
+def segment(targets: np.ndarray, rate: int, onset_lists: list[tuple[np.ndarray, np.ndarray]], config: SegmentConfig, scale: float = 1.0) -> Segments:
     """Segments of a piece and which targets are salient in each.
 
-    targets: [T, samples] float audio (stems, class sums or hierarchy submixes);
+    targets: [T, samples] audio (stems, class sums or hierarchy submixes), float or the stored integer PCM;
+    `scale` converts it to full-scale units (1 / 32768 for int16 PCM);
     onset_lists: per target, (onset seconds, velocities) of its notes.
     """
     length, hop = round(config.seconds * rate), round(config.hop_seconds * rate)
     samples = targets.shape[1]
     starts = np.arange(0, samples - length + 1, hop, dtype=np.int64) if samples >= length else np.zeros(0, np.int64)
-    energy = np.concatenate([np.zeros((len(targets), 1)), np.cumsum(np.square(targets, dtype=np.float64), axis=1)], axis=1)
-    mean_square = (energy[:, starts + length] - energy[:, starts]) / length
+    # Energies of blocks on the grid every segment's bounds lie on, then per segment a difference of their
+    # running sum: one pass over the samples a segment covers, reading integers as they are stored (a
+    # running sum over every sample in float64 was most of an example's making)
+    block = math.gcd(length, hop)
+    covered = (int(starts[-1]) + length) // block if len(starts) else 0
+    blocks = targets[:, : covered * block].reshape(len(targets), covered, block)
+    energy = np.einsum("tbs,tbs->tb", blocks, blocks, dtype=np.float64) * (scale * scale)
+    running = np.concatenate([np.zeros((len(targets), 1)), np.cumsum(energy, axis=1)], axis=1)
+    mean_square = (running[:, (starts + length) // block] - running[:, starts // block]) / length
     level = 10 * np.log10(np.maximum(mean_square, 1e-20))
     onsets = np.zeros((len(targets), len(starts)), np.int64)
     for t, (times, velocities) in enumerate(onset_lists):

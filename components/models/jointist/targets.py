@@ -73,7 +73,7 @@ def piece_examples(
     The instruments of each segment are drawn by a generator seeded by (seed, piece, segment, draw), so the
     examples do not depend on which worker makes them, and each stream pass (`draw`) asks about other instruments.
     """
-    found = segment(piece.stems, piece.sample_rate, [(np.zeros(0), np.zeros(0))] * len(piece.stem_names), segmenting)
+    found = segment(piece.stems_pcm, piece.sample_rate, [(np.zeros(0), np.zeros(0))] * len(piece.stem_names), segmenting, scale=1.0 / FULL_SCALE)
     examples = []
     for k, start in enumerate(found.starts):
         example = segment_example(piece, classes, int(start), found.length, fps, sampler, np.random.default_rng([seed, piece.example_id, k, draw]))
