@@ -82,7 +82,8 @@ def test_the_plain_loop_trains_on_the_data_set_its_config_names(small_chords):
 
 def test_the_sweeps_fixed_cost_counts_what_runs_do_not_log(tmp_path, monkeypatch):
     """Two slots for 120 s hold 240 slot-seconds; four runs of 40 s steps + 5 s evaluation leave 60: 15 s per trial,
-    though each run's own clock (50 s, 45 of them work) shows 5 s of fixed cost."""
+    though each run's own clock (50 s, 45 of them work) shows 5 s of fixed cost. The first runs start 8 s after the
+    sweep, the last ends 6 s before it does."""
     from orchestration.benchmarks.training import trial_phases
     from orchestration.sweep import SweepResult
     from orchestration.tracking import PARENT_TAG, client
@@ -91,11 +92,15 @@ def test_the_sweeps_fixed_cost_counts_what_runs_do_not_log(tmp_path, monkeypatch
     mlflow = client()
     experiment = mlflow.create_experiment("bench", artifact_location=str(tmp_path / "artifacts"))
     parent = mlflow.create_run(experiment).info.run_id
-    for _ in range(4):
-        run = mlflow.create_run(experiment, tags={PARENT_TAG: parent}).info.run_id
+    started_at = 1_000_000.0
+    for slot_start in (8, 9, 60, 64):
+        run = mlflow.create_run(experiment, start_time=int((started_at + slot_start) * 1000), tags={PARENT_TAG: parent}).info.run_id
+        mlflow.set_terminated(run, end_time=int((started_at + slot_start + 50) * 1000))
         for phase, seconds in {"run": 50.0, "steps": 40.0, "eval": 5.0, "start": 3.0, "figure": 1.5}.items():
             mlflow.log_metric(run, f"time/{phase}_s", seconds)
-    figures = {f.name: f.value for f in trial_phases(SweepResult("s", parent, experiment, []), sweep_seconds=120.0, slots=2)}
+    figures = {f.name: f.value for f in trial_phases(SweepResult("s", parent, experiment, []), started_at, sweep_seconds=120.0, slots=2)}
     assert figures["per trial: fixed cost within its run (run minus steps and evaluation)"] == 5.0
     assert figures["per trial: fixed cost over the sweep (2 slots x wall time, minus all steps and evaluation)"] == 15.0
     assert figures["per trial: start-up until the first step (processes, imports, MLflow run, data, model)"] == 3.0
+    assert figures["from the sweep's start to its first run's start (Tune start-up, a cold trial process)"] == 8.0
+    assert figures["from the last run's end to the sweep's end"] == 6.0

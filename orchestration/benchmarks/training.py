@@ -187,7 +187,7 @@ def sweep(quick: bool) -> list[Figure]:
             f"train.steps={steps}", f"train.log_every={steps}", f"train.eval_every={steps}", f"train.storage_path={folder}/runs",
             "sweep.seeds=[0, 1, 2, 3]", "sweep.grid={}", "experiment=benchmarks-scratch",
         ])
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         result = run_sweep(config, f"bench-sweep-{time.time_ns()}")
         tuned = time.perf_counter() - start
         assert all(t.status == "finished" for t in result.trials), [t.error for t in result.trials]
@@ -205,7 +205,7 @@ def sweep(quick: bool) -> list[Figure]:
         Figure("sweep", "Tune sweep of 4 trials", round(tuned, 1), "s", note=note),
         Figure("sweep", "the same 4 trainings in a plain loop", round(sequential, 1), "s", note=note),
         Figure("sweep", "Tune speed-up over sequential", round(sequential / tuned, 2), "x", ">= 1.3", note),
-        *trial_phases(result, tuned, concurrency(config)),
+        *trial_phases(result, started_at, tuned, concurrency(config)),
     ]
 
 
@@ -220,7 +220,7 @@ PHASES = {
 }
 
 
-def trial_phases(result, sweep_seconds: float, slots: int) -> list[Figure]:
+def trial_phases(result, started_at: float, sweep_seconds: float, slots: int) -> list[Figure]:
     """Median seconds per phase over a sweep's trials, and the fixed cost: all but steps and evaluation.
 
     A run's own clock starts when its trial calls train(), after the trial's process started and
@@ -240,7 +240,12 @@ def trial_phases(result, sweep_seconds: float, slots: int) -> list[Figure]:
     fixed = round(statistics.median(t["fixed"] for t in seconds), 2)
     work = sum(t.get("steps", 0.0) + t.get("eval", 0.0) for t in seconds)
     whole = round((slots * sweep_seconds - work) / len(seconds), 2)
+    # before any run: Tune's start-up and the first trial process's imports, which each slot's first trial pays
+    first = min(run.info.start_time for run in children) / 1000 - started_at
+    last = started_at + sweep_seconds - max(run.info.end_time for run in children) / 1000
     return figures + [
+        Figure("sweep", "from the sweep's start to its first run's start (Tune start-up, a cold trial process)", round(first, 2), "s"),
+        Figure("sweep", "from the last run's end to the sweep's end", round(last, 2), "s"),
         Figure("sweep", "per trial: fixed cost within its run (run minus steps and evaluation)", fixed, "s", note=note),
         Figure("sweep", f"per trial: fixed cost over the sweep ({slots} slots x wall time, minus all steps and evaluation)", whole, "s", "<= 5", note=f"{len(seconds)} trials"),
     ]
