@@ -5,11 +5,12 @@ Figures, from one run:
   the reader only takes batches) against what the trainer consumes (the cpu
   preset's training step on batches already in memory);
 - the fraction of a step's wall time the trainer waits for its next batch, in a
-  real Ray Train run of the cpu preset, with featurisation on the Ray Data actors
-  and on the trainer (then the wait includes the trainer's own STFTs);
-- peak memory of this process and its descendants (Ray and its workers) over one
-  streamed epoch of a small and of a 4x larger set: streaming holds a few pieces,
-  not the set, so the peaks should match.
+  real Ray Train run of the cpu preset after its first log window (that one, the stream
+  starting, is shown apart), with featurisation on the Ray Data actors and on the
+  trainer (then the wait includes the trainer's own STFTs);
+- peak memory of this process and its descendants (Ray and its workers) over the
+  stream of a small and of a 4x larger set: streaming holds a few pieces, not the
+  set, so the peaks should match.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def ingest(quick: bool) -> list[Figure]:
         small = build(DataConfig(name="slakh-like", root=str(root / "small"), multitrack=PIECES | {"pieces": small_pieces}), workers=2)
         large = build(DataConfig(name="slakh-like", root=str(root / "large"), multitrack=PIECES | {"pieces": 4 * small_pieces}), workers=2)
         config = _cpu_config(small, steps)
-        delivered, first_batch, examples_small, peak_small = _stream_epoch(config, small)
-        _, _, examples_large, peak_large = _stream_epoch(_cpu_config(large, steps), large)
+        delivered, first_batch, examples_small, peak_small = _stream(config, small)
+        _, _, examples_large, peak_large = _stream(_cpu_config(large, steps), large)
         consumed = _consumed(config, small)
         load = os.getloadavg()[0]
         waits, start_waits = {}, {}
@@ -63,7 +64,7 @@ def ingest(quick: bool) -> list[Figure]:
     batch = config.train.batch_size
     return [
         Figure(NAME, "examples/s the stream delivers (cpu preset view, 1 Ray Data actor)", round(delivered, 2), "ex/s", None,
-               f"one epoch of {examples_small} examples from {small_pieces} pieces, batches of {batch}, from its first batch on"),
+               f"the stream of a {steps}-step run: {examples_small} examples over passes of {small_pieces} pieces, batches of {batch}, from its first batch on"),
         Figure(NAME, "seconds to the stream's first batch (actors start, buffers fill)", round(first_batch, 2), "s", None, "the same epoch"),
         Figure(NAME, "examples/s the trainer consumes (cpu preset, 1 worker)", round(consumed, 2), "ex/s", None,
                f"training steps on batches in memory; load average {load:.1f} on 2 shared cores"),
@@ -74,7 +75,7 @@ def ingest(quick: bool) -> list[Figure]:
                f"{config.train.log_every} steps"),
         Figure(NAME, "fraction of step time waiting for data, featurised on the trainer", round(waits["trainer"], 4), "", None,
                "the wait includes the trainer's own STFTs"),
-        Figure(NAME, f"peak memory streaming {small_pieces} pieces", round(peak_small), "MB", None, f"one epoch, {examples_small} examples"),
+        Figure(NAME, f"peak memory streaming {small_pieces} pieces", round(peak_small), "MB", None, f"the same stream, {examples_small} examples"),
         Figure(NAME, f"peak memory, {4 * small_pieces} pieces over {small_pieces}", round(peak_large / peak_small, 2), "x", "<= 1.2",
                f"{peak_small:.0f} MB -> {peak_large:.0f} MB for {examples_large} vs {examples_small} examples"),
     ]
@@ -95,8 +96,8 @@ def _pieces(data_path: Path) -> int:
     return json.loads((data_path / "manifest.json").read_text())["recipe"]["multitrack"]["pieces"]
 
 
-def _stream_epoch(config, data_path: Path) -> tuple[float, int, float]:
-    """(examples/s from the first batch on, seconds to the first batch, examples, peak MB) of one epoch of the train
+def _stream(config, data_path: Path) -> tuple[float, float, int, float]:
+    """(examples/s from the first batch on, seconds to the first batch, examples, peak MB) of the run's whole train
     stream, batched as the trainer takes it."""
     from orchestration.view_stream import train_datasets
 
