@@ -244,8 +244,10 @@ def trial_phases(result, started_at: float, sweep_seconds: float, slots: int) ->
     first = min(run.info.start_time for run in children) / 1000 - started_at
     last = started_at + sweep_seconds - max(run.info.end_time for run in children) / 1000
     return figures + [
-        Figure("sweep", "from the sweep's start to its first run's start (Tune start-up, a cold trial process)", round(first, 2), "s"),
+        Figure("sweep", "from the sweep's start to its first run's start (Tune start-up, a cold trial process)", round(first, 2), "s",
+               note="paid once per slot: a slot's later trials reuse its process (reuse_actors)"),
         Figure("sweep", "from the last run's end to the sweep's end", round(last, 2), "s"),
-        Figure("sweep", "per trial: fixed cost within its run (run minus steps and evaluation)", fixed, "s", note=note),
-        Figure("sweep", f"per trial: fixed cost over the sweep ({slots} slots x wall time, minus all steps and evaluation)", whole, "s", "<= 5", note=f"{len(seconds)} trials"),
+        Figure("sweep", "per trial: fixed cost within its run (run minus steps and evaluation)", fixed, "s", "<= 5", note=note),
+        Figure("sweep", f"per trial: fixed cost over the sweep ({slots} slots x wall time, minus all steps and evaluation)", whole, "s",
+               note=f"{len(seconds)} trials; holds the per-slot start above, spread over the trials"),
     ]
