@@ -66,13 +66,18 @@ def check_data_kind(config, data_path: Path) -> None:
         check_view(data_path, view)
 
 
-def family_maker(family: str, model: dict, dataset_dir: str) -> "ExampleMaker | None":
+def family_maker(family: str, model: dict, dataset_dir: str, cache_dir: str) -> "ExampleMaker | None":
     """A family's own example maker (`ModelFamily.example_maker`), rebuilt from its name and model config dump:
     what a Ray Data actor can be given (plain data, no live objects)."""
     from components.models.registry import get_family
 
     owner = get_family(family)
-    return owner.example_maker(owner.config_class.model_validate(model), Path(dataset_dir))
+    return owner.example_maker(owner.config_class.model_validate(model), Path(dataset_dir), Path(cache_dir))
+
+
+def cache_dir() -> Path:
+    """Where fixed examples and what example makers derive from a whole set are kept between processes."""
+    return paths.data_root() / "cache"
 
 
 def stream_passes(config, pieces: int) -> int:
@@ -116,7 +121,7 @@ def train_datasets(config, data_path: Path, passes: int | None = None) -> dict:
             "seed": config.train.seed,
             "sample_rate": manifest["sample_rate"],
             # plain data, so each actor rebuilds the family's own example maker, if it has one
-            "own_maker": functools.partial(family_maker, config.model.family, config.model.model_dump(mode="json"), str(data_path)),
+            "own_maker": functools.partial(family_maker, config.model.family, config.model.model_dump(mode="json"), str(data_path), str(cache_dir())),
         },
         batch_size=1,  # a piece at a time: the actor yields its examples, memory holds one piece
         compute=ray.data.ActorPoolStrategy(size=config.train.data_actors),
@@ -193,11 +198,11 @@ class ViewTrainingData:
         self.spec = ViewSpec(sample_rate=rate, classes=tuple(manifest["taxonomies"]["classes"]["classes"]))
         self.view, self.seed, self.session, self.per_worker = view, config.train.seed, session, per_worker
         device = session.device
-        own = get_family(config.model.family).example_maker(config.model, data_path)
+        cache = cache_dir()
+        own = get_family(config.model.family).example_maker(config.model, data_path, cache)
         # a family's own examples are featurised by its model
         self.eval_featurizer = ViewFeaturizer(view, rate, keep_waveforms=True).to(device) if own is None else None
         self.train_featurizer = ViewFeaturizer(view, rate).to(device) if own is None and view.featurise_on == "trainer" else None
-        cache = paths.data_root() / "cache"
         self.eval_splits = {name: load_fixed(data_path, name, view, self.seed, cache, own) for name in ("valid", "test")} if session.rank == 0 else {}
         for name, split in self.eval_splits.items():
             if not len(split):

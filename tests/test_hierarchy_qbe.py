@@ -177,6 +177,25 @@ def test_eval_examples_are_the_same_for_every_seed_and_draw_and_training_ones_va
         assert len(set((p, s, leaf) for p, s, leaf, _ in picks(0, draw))) == len(segments)
 
 
+def test_the_query_pools_are_made_once_per_recipe_and_read_back_alike(built, tmp_path, monkeypatch):
+    from components.models import hierarchical
+
+    made_pools = []
+    monkeypatch.setattr(hierarchical, "query_pool", lambda *args: made_pools.append(1) or query_pool(*args))
+    first = HIERARCHICAL.example_maker(config(), built, tmp_path).make
+    assert len(made_pools) == 3 and len(list(tmp_path.glob("*-queries-*.npz"))) == 1  # one per split, one file
+    again = HIERARCHICAL.example_maker(config(), built, tmp_path).make
+    assert len(made_pools) == 3  # read back
+    compared = 0
+    for piece in pieces(built, "train"):
+        for a, b in zip(first(piece, 0, 1), again(piece, 0, 1), strict=True):
+            assert "query" in a and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            compared += 1
+    assert compared > 0
+    HIERARCHICAL.example_maker(config(query=QBE["query"] | {"pool_per_leaf": 4}), built, tmp_path)
+    assert len(made_pools) == 6 and len(list(tmp_path.glob("*-queries-*.npz"))) == 2  # another recipe, another pool
+
+
 def test_the_recipe_keys_the_query_pool_and_the_sss_recipe_is_unchanged(built):
     sss = HIERARCHICAL.example_maker(HierarchicalConfig(view=VIEW), built).recipe
     assert sss == {

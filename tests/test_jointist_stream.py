@@ -65,7 +65,7 @@ def stage_batches(dataset, passes=(0,)) -> list[dict]:
     locations = piece_locations([dataset / "train.parquet"])
     columns = {key: np.array([loc[key] for loc in locations for _ in passes]) for key in ("path", "row_group")}
     columns["pass"] = np.array([p for _ in locations for p in passes])
-    stage = ExampleStage(JOINTIST.view(model).model_dump(mode="json"), seed=0, sample_rate=RATE, own_maker=functools.partial(family_maker, "jointist", model.model_dump(mode="json"), str(dataset)))
+    stage = ExampleStage(JOINTIST.view(model).model_dump(mode="json"), seed=0, sample_rate=RATE, own_maker=functools.partial(family_maker, "jointist", model.model_dump(mode="json"), str(dataset), str(dataset / "cache")))
     return list(stage(columns))
 
 

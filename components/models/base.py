@@ -70,8 +70,9 @@ class ModelFamily(ABC):
         """The multi-track view the family trains on (streamed through Ray Data); None: a chord set, in memory."""
         return None
 
-    def example_maker(self, config: ModelConfig, dataset_dir: Path) -> ExampleMaker | None:
-        """The family's own examples of the view's pieces (read from the built set at `dataset_dir`); None: the view's."""
+    def example_maker(self, config: ModelConfig, dataset_dir: Path, cache_dir: Path | None = None) -> ExampleMaker | None:
+        """The family's own examples of the view's pieces (read from the built set at `dataset_dir`); None: the view's.
+        What a maker derives from the whole set may be kept in `cache_dir` for the next process (None: nowhere)."""
         return None
 
     def open_data(self, config: ModelConfig, path: Path):

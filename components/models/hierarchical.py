@@ -16,6 +16,8 @@ pool of int16 clips read once when the maker is made (`query_pool`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
@@ -26,7 +28,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from components.data.audio import read_audio
+from components.data.manifest import read_manifest
 from components.data.multitrack.featurize import ViewFeaturizer
+from components.data.multitrack.fixed import write_npz
 from components.data.multitrack.reader import Piece, pieces
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.segments import SEGMENTINGS, SegmentConfig, Segments, segment
@@ -200,6 +204,32 @@ def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> Que
     return QueryPool({leaf: np.stack([c for _, c in clips]) for leaf, clips in pool.items()}, {leaf: np.array([p for p, _ in clips], np.int64) for leaf, clips in pool.items()})
 
 
+
+def query_pools(dataset_dir: Path, config: HierarchicalConfig, recipe: dict, cache_dir: Path | None) -> dict[str, QueryPool]:
+    """Every split's `query_pool`, read back from `cache_dir` if a process made it before for this set's content and
+    the maker's `recipe`: making one reads every piece (about 25 s on the default set), and each trainer and Ray
+    Data actor of a run needs it."""
+    if cache_dir is None:
+        return {split: query_pool(pieces(dataset_dir, split), config) for split in SPLITS}
+    key = hashlib.sha256(json.dumps({"content": read_manifest(dataset_dir)["content_hash"], "recipe": recipe}, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{Path(dataset_dir).name}-queries-{key}.npz"
+    if not path.is_file():
+        arrays = {}
+        for split, pool in query_pools(dataset_dir, config, recipe, None).items():
+            for k, leaf in enumerate(pool.clips):
+                arrays |= {f"{split}_leaf_{k}": np.array(leaf), f"{split}_clips_{k}": pool.clips[leaf], f"{split}_pieces_{k}": pool.pieces[leaf]}
+        write_npz(path, arrays)
+    with np.load(path) as stored:
+        leaves = {name: str(stored[name]) for name in stored.files if "_leaf_" in name}
+        return {
+            split: QueryPool(
+                {leaf: stored[name.replace("_leaf_", "_clips_")] for name, leaf in leaves.items() if name.startswith(f"{split}_")},
+                {leaf: stored[name.replace("_leaf_", "_pieces_")] for name, leaf in leaves.items() if name.startswith(f"{split}_")},
+            )
+            for split in SPLITS
+        }
+
+
 def hierarchy_examples(
     piece: Piece, stem_leaves: list[str], config: HierarchicalConfig, seed: int = 0, training: bool = False, draw: int = 0, queries: QueryPool | None = None
 ) -> list[dict[str, np.ndarray]]:
@@ -360,18 +390,20 @@ class Hierarchical(ModelFamily):
     def view(self, config: HierarchicalConfig) -> ViewConfig:
         return config.view
 
-    def example_maker(self, config: HierarchicalConfig, dataset_dir: Path) -> ExampleMaker:
-        """The chapter's examples of the set's pieces; for QBE, with queries from a pool per split, read here once."""
+    def example_maker(self, config: HierarchicalConfig, dataset_dir: Path, cache_dir: Path | None = None) -> ExampleMaker:
+        """The chapter's examples of the set's pieces; for QBE, with queries from a pool per split, made once per set
+        and recipe (kept in `cache_dir`)."""
         leaves, splits = stem_leaves_by_piece(dataset_dir, config.hierarchy)
         fields = {"hierarchy", "target_leaf", "levels", "single_level", "require_relative", "data_reduction"}
-        pools = None
-        if config.conditioning == "qbe":  # every leaf a piece plays is a target: the SSS target leaf decides nothing
+        qbe = config.conditioning == "qbe"
+        if qbe:  # every leaf a piece plays is a target: the SSS target leaf decides nothing
             fields = fields - {"target_leaf"} | {"conditioning"}
-            pools = {split: query_pool(pieces(dataset_dir, split), config) for split in SPLITS}
         recipe = {"family": self.name, "segment": config.view.segment.model_dump(mode="json")} | config.model_dump(mode="json", include=fields)
-        if pools is not None:
+        pools = None
+        if qbe:
             pool = {"seconds": config.query_seconds, "pool_per_leaf": config.query.pool_per_leaf, "clips_per_piece": CLIPS_PER_PIECE}
             recipe |= {"query": pool, "examples_per_segment": config.view.examples_per_segment}
+            pools = query_pools(dataset_dir, config, recipe, cache_dir)
 
         def make(piece: Piece, seed: int, draw: int) -> list[dict[str, np.ndarray]]:
             split = splits[piece.example_id]

@@ -64,14 +64,18 @@ def make_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, own: 
 def load_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, cache_dir: Path, own: ExampleMaker | None = None) -> "FixedExamples":
     path = Path(cache_dir) / f"{Path(dataset_dir).name}-{split}-{cache_key(dataset_dir, view, seed, own)}.npz"
     if not path.is_file():
-        arrays = make_fixed(dataset_dir, split, view, seed, own)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")  # concurrent trials may race: both write, one rename wins
-        with open(partial, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(partial, path)
+        write_npz(path, make_fixed(dataset_dir, split, view, seed, own))
     with np.load(path) as stored:
         return FixedExamples({key: stored[key] for key in stored.files})
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays to `path`, whole or not at all: written beside it, then renamed (processes that race both write, one rename wins)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    with open(partial, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(partial, path)
 
 
 class FixedExamples:

@@ -188,7 +188,7 @@ class Jointist(ModelFamily):
         """Only the segmenting and the stream's sizes: the examples are Jointist's own (`example_maker`)."""
         return ViewConfig(segment=config.segment, shuffle_buffer=config.view.shuffle_buffer, eval_examples=config.view.eval_examples)
 
-    def example_maker(self, config: JointistConfig, dataset_dir: Path) -> ExampleMaker:
+    def example_maker(self, config: JointistConfig, dataset_dir: Path, cache_dir: Path | None = None) -> ExampleMaker:
         """Every stem mixed, instruments drawn by the sampler with the train split's class counts (jointist.md)."""
         names = config.instruments.names
         sampler = InstrumentSampler(class_counts(dataset_dir, names), config.sampler)
