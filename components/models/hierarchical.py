@@ -11,7 +11,7 @@ stem joins the nodes above its hierarchy leaf, as the built set labels it), a se
 leaf is above min_dbfs and, for multi-level models, a sibling or cousin stem is too. An SSS example
 targets the configured leaf's path; a QBE example targets the path of any leaf salient in the segment
 and carries a query: a clip of that leaf from another piece of the same split, drawn from a small
-pool of int16 clips read once when the maker is made (`query_pool`).
+pool of int16 clips made once per set and recipe and cached (`query_pool`, `query_pools`).
 """
 
 from __future__ import annotations
@@ -202,7 +202,6 @@ def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> Que
                     clips.append((piece.example_id, np.clip(submix[start : start + found.length], -FULL_SCALE, FULL_SCALE - 1).astype(np.int16)))
     pool = {leaf: [clip for by_rank in kept for clip in by_rank.get(leaf, [])][:limit] for leaf in kept[0]}
     return QueryPool({leaf: np.stack([c for _, c in clips]) for leaf, clips in pool.items()}, {leaf: np.array([p for p, _ in clips], np.int64) for leaf, clips in pool.items()})
-
 
 
 def query_pools(dataset_dir: Path, config: HierarchicalConfig, recipe: dict, cache_dir: Path | None) -> dict[str, QueryPool]:

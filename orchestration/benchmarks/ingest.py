@@ -65,7 +65,7 @@ def ingest(quick: bool) -> list[Figure]:
     return [
         Figure(NAME, "examples/s the stream delivers (cpu preset view, 1 Ray Data actor)", round(delivered, 2), "ex/s", None,
                f"the stream of a {steps}-step run: {examples_small} examples over passes of {small_pieces} pieces, batches of {batch}, from its first batch on"),
-        Figure(NAME, "seconds to the stream's first batch (actors start, buffers fill)", round(first_batch, 2), "s", None, "the same epoch"),
+        Figure(NAME, "seconds to the stream's first batch (actors start, buffers fill)", round(first_batch, 2), "s", None, "the same stream"),
         Figure(NAME, "examples/s the trainer consumes (cpu preset, 1 worker)", round(consumed, 2), "ex/s", None,
                f"training steps on batches in memory; load average {load:.1f} on 2 shared cores"),
         Figure(NAME, "delivered over consumed", round(delivered / consumed, 2), "x", ">= 1", "the stream keeps up when >= 1"),
