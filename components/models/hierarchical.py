@@ -206,8 +206,8 @@ def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> Que
 
 def query_pools(dataset_dir: Path, config: HierarchicalConfig, recipe: dict, cache_dir: Path | None) -> dict[str, QueryPool]:
     """Every split's `query_pool`, read back from `cache_dir` if a process made it before for this set's content and
-    the maker's `recipe`: making one reads every piece (about 25 s on the default set), and each trainer and Ray
-    Data actor of a run needs it."""
+    the maker's `recipe`: making them reads every piece (5.3 s on the default set, one thread beside a run; reading
+    them back 0.2 s), and each trainer and Ray Data actor of a run needs them."""
     if cache_dir is None:
         return {split: query_pool(pieces(dataset_dir, split), config) for split in SPLITS}
     key = hashlib.sha256(json.dumps({"content": read_manifest(dataset_dir)["content_hash"], "recipe": recipe}, sort_keys=True).encode()).hexdigest()[:16]
