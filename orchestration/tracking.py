@@ -163,6 +163,7 @@ class RunLogger:
     def dataset(self, manifest: dict, path: Path, context: str = "train") -> None:
         """The data set as an MLflow dataset input: name, content hash, the split trained on, its folder."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(
             name=manifest["name"],
@@ -171,7 +172,15 @@ class RunLogger:
             source=json.dumps({"uri": Path(path).resolve().as_uri()}),
             profile=json.dumps({"rows": {split: entry["rows"] for split, entry in manifest["splits"].items()}}),
         )
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException as err:
+            # Concurrent trials of a sweep register the same data set: MLflow looks for the row, then inserts it, and
+            # the slower insert breaks the table's unique key. Once the row exists, a second call finds it.
+            if "unique constraint" not in str(err).lower():
+                raise
+            self.client.log_inputs(self.run_id, inputs)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

@@ -1,7 +1,10 @@
-"""Logging keys MLflow would refuse: they arrive with the offending characters replaced, and the rest of the key intact."""
+"""Logging keys MLflow would refuse: they arrive with the offending characters replaced, and the rest of the key intact.
+A data set two trials register at once is logged all the same."""
 
 from __future__ import annotations
 
+import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import _validate_metric_name, _validate_param_name
 
 from orchestration.tracking import RunLogger, client, ensure_experiment, find_or_create_run, mlflow_key
@@ -25,3 +28,27 @@ def test_a_run_logs_params_metrics_and_tags_under_such_keys(isolated_home):
     data = client().get_run(run_id).data
     assert data.params["sweep.variants.pTS_s_.model.schedule"] == "joint"
     assert data.metrics["test/T_/f1"] == 0.5 and data.tags["note_1_"] == "x"
+
+
+def test_a_data_set_logged_by_a_concurrent_trial_first_is_still_logged(isolated_home, monkeypatch):
+    """Two trials register the same data set at once: the slower insert breaks MLflow's unique key; it is tried again."""
+
+    manifest = {"name": "chords", "content_hash": "abc123" * 4, "splits": {"train": {"rows": 16}}}
+    run_id = find_or_create_run(ensure_experiment("tracking-datasets"), "ds", "ds", {})
+    logger = RunLogger(run_id)
+    real, failures = logger.client.log_inputs, []
+
+    def racing(run, inputs, error="(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"):
+        if not failures:
+            failures.append(error)
+            raise MlflowException(error)
+        return real(run, inputs)
+
+    monkeypatch.setattr(logger.client, "log_inputs", racing)
+    logger.dataset(manifest, isolated_home)
+    assert len(failures) == 1 and [d.dataset.name for d in client().get_run(run_id).inputs.dataset_inputs] == ["chords"]
+
+    failures.clear()
+    monkeypatch.setattr(logger.client, "log_inputs", lambda run, inputs: racing(run, inputs, "database is locked"))
+    with pytest.raises(MlflowException, match="database is locked"):  # anything else is not retried
+        logger.dataset(manifest, isolated_home)
