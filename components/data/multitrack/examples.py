@@ -102,28 +102,6 @@ def stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([e[key] for e in examples]) for key in examples[0]} if examples else {}
 
 
-def piece_from_columns(row: dict) -> Piece:
-    """A Piece from the PIECE_COLUMNS of a stored row (the columns a view does not read stay empty)."""
-    n = len(row["stem_names"])
-    return Piece(
-        example_id=int(row["example_id"]),
-        name="",
-        source="",
-        sample_rate=int(row["sample_rate"]),
-        stem_names=list(row["stem_names"]),
-        programs=[],
-        is_drum=[],
-        soundfonts=[],
-        stem_classes=list(row["stem_classes"]),
-        stem_leaves=[],
-        stems_pcm=np.frombuffer(row["stems"], "<i2").reshape(n, -1),
-        notes=NoteTable.from_columns(row),
-        roll_classes=[],
-        rolls=np.zeros(0, np.uint8),
-        midi=b"",
-    )
-
-
 def check_view(dataset_dir: Path, view: ViewConfig) -> None:
     """Refuse, before any compute, a view the built set cannot serve (reads only small columns)."""
     seconds, classes = [], set()

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import torch
 
 from components.data.manifest import read_manifest
-from components.data.multitrack.examples import PIECE_COLUMNS, piece_from_columns
+from components.data.multitrack.examples import PIECE_COLUMNS
+from components.data.multitrack.reader import table_pieces
 from components.data.multitrack.featurize import example_maker
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.view import ViewConfig
@@ -49,9 +50,8 @@ def make_fixed(dataset_dir: Path, split: str, view: ViewConfig, seed: int, own: 
     make = example_maker(view, own)
     kept = []
     for path in files(dataset_dir, split, "multitrack"):
-        table = pq.read_table(path, columns=PIECE_COLUMNS).sort_by("example_id")
-        for row in table.to_pylist():
-            for example in make(piece_from_columns(row), seed, 0):
+        for piece in table_pieces(pq.read_table(path, columns=PIECE_COLUMNS, memory_map=True)):
+            for example in make(piece, seed, 0):
                 if own is None:
                     example.pop("mixture")
                     example["sources"] = np.round(example["sources"] * FULL_SCALE).astype(np.int16)  # exact: stems are int16 / 32768

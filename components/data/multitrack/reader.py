@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.rolls import KEYS, NoteTable
@@ -65,24 +66,35 @@ class Piece:
 
 
 def piece_from_row(row: dict) -> Piece:
+    """A Piece from a stored row; a row read with only some columns (e.g. a view's PIECE_COLUMNS) leaves the others empty."""
     n_stems = len(row["stem_names"])
+    roll_classes = list(row.get("roll_classes", []))
+    rolls = np.frombuffer(row["rolls"], np.uint8).reshape(len(roll_classes), 3, KEYS, row["n_frames"]) if "rolls" in row else np.zeros(0, np.uint8)
     return Piece(
-        example_id=row["example_id"],
-        name=row["piece"],
-        source=row["source"],
-        sample_rate=row["sample_rate"],
-        stem_names=row["stem_names"],
-        programs=row["programs"],
-        is_drum=row["is_drum"],
-        soundfonts=row["soundfonts"],
-        stem_classes=row["stem_classes"],
-        stem_leaves=row["stem_leaves"],
+        example_id=int(row["example_id"]),
+        name=row.get("piece", ""),
+        source=row.get("source", ""),
+        sample_rate=int(row["sample_rate"]),
+        stem_names=list(row["stem_names"]),
+        programs=list(row.get("programs", [])),
+        is_drum=list(row.get("is_drum", [])),
+        soundfonts=list(row.get("soundfonts", [])),
+        stem_classes=list(row["stem_classes"]),
+        stem_leaves=list(row.get("stem_leaves", [])),
         stems_pcm=np.frombuffer(row["stems"], "<i2").reshape(n_stems, -1),
         notes=NoteTable.from_columns(row),
-        roll_classes=row["roll_classes"],
-        rolls=np.frombuffer(row["rolls"], np.uint8).reshape(len(row["roll_classes"]), 3, KEYS, row["n_frames"]),
-        midi=row["midi"],
+        roll_classes=roll_classes,
+        rolls=rolls,
+        midi=row.get("midi", b""),
     )
+
+
+def table_pieces(table: pa.Table) -> Iterator[Piece]:
+    """The pieces of a table read from a set, the stems taken as Arrow's buffers: no copy of the audio
+    (stems are stored uncompressed, so a memory-mapped read copies none either)."""
+    stems = table.column("stems")
+    for i, row in enumerate(table.drop_columns(["stems"]).to_pylist()):
+        yield piece_from_row(row | {"stems": stems[i].as_buffer()})
 
 
 def pieces(dataset_dir: Path, split: str) -> Iterator[Piece]:
