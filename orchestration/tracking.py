@@ -84,7 +84,16 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
     if uri.startswith("sqlite:///"):
         # next to the database, not in whatever the working directory happens to be
         location = (paths.home() / "mlartifacts" / name).as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND})
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND})
+    except MlflowException:
+        # two processes started at once (two sweeps of one experiment): the other created it after our lookup
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def run_record(config: dict, manifest: dict | None) -> tuple[dict[str, str], dict[str, str]]:

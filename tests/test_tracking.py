@@ -1,5 +1,5 @@
 """Logging keys MLflow would refuse: they arrive with the offending characters replaced, and the rest of the key intact.
-A data set two trials register at once is logged all the same."""
+A data set two trials register at once is logged all the same, and so is an experiment two processes create at once."""
 
 from __future__ import annotations
 
@@ -52,3 +52,22 @@ def test_a_data_set_logged_by_a_concurrent_trial_first_is_still_logged(isolated_
     monkeypatch.setattr(logger.client, "log_inputs", lambda run, inputs: racing(run, inputs, "database is locked"))
     with pytest.raises(MlflowException, match="database is locked"):  # anything else is not retried
         logger.dataset(manifest, isolated_home)
+
+
+def test_an_experiment_created_by_another_process_after_the_lookup_is_used(isolated_home, monkeypatch):
+    experiment_id = ensure_experiment("tracking-race")
+    real, lookups = client, []
+
+    def racing_client(uri=None):
+        mlflow_client = real(uri)
+        real_lookup = mlflow_client.get_experiment_by_name
+
+        def lookup(name):  # the first lookup runs before the other process's insert
+            lookups.append(name)
+            return None if len(lookups) == 1 else real_lookup(name)
+
+        monkeypatch.setattr(mlflow_client, "get_experiment_by_name", lookup)
+        return mlflow_client
+
+    monkeypatch.setattr("orchestration.tracking.client", racing_client)
+    assert ensure_experiment("tracking-race") == experiment_id and len(lookups) == 2
