@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from orchestration.config import read_yaml
+from orchestration.config import parse_override, read_yaml, set_key
 from orchestration.experiment import CONFIGS, experiment_parser, main_guard, run_table_sweep
 
 SOURCES = {
@@ -30,19 +30,24 @@ def build_parser():
     return parser
 
 
-def variants(preset: str, beta: float) -> dict[str, dict]:
-    """Each source's whole model, train and probe sections, from its family's preset file."""
+def variants(preset: str, beta: float, overrides: list[str] = ()) -> dict[str, dict]:
+    """Each source's whole model, train and probe sections, from its family's preset file, with the command
+    line's train.* and probe.* overrides on top: `--set train.steps=1500` shortens every source's schedule
+    (a variant's sections replace the base config's, so the overrides would otherwise be lost)."""
+    shared = [(key, value) for key, value in map(parse_override, overrides) if key.split(".")[0] in ("train", "probe")]
     out = {}
     for name, (family, model_overrides) in SOURCES.items():
         tree = read_yaml(CONFIGS / family / f"{preset}.yaml")
         model = tree["model"] | (model_overrides if model_overrides is not None else {"beta": beta})
         out[name] = {"model": model, "train": tree.get("train", {}), "probe": tree.get("probe", {})}
+        for key, value in shared:
+            set_key(out[name], key, value)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    extra = [f"sweep.variants={json.dumps(variants(args.preset, args.beta))}"]
+    extra = [f"sweep.variants={json.dumps(variants(args.preset, args.beta, args.set))}"]
     return run_table_sweep(
         "property_prediction", args, "musicslots", CONFIGS / "property_prediction.yaml", CONFIGS / "paper" / "property_prediction.yaml", extra
     )

@@ -138,7 +138,7 @@ class ExperimentConfig(StrictModel):
             for key, value in overrides.items():
                 if key != "model":
                     _check_key(tree, key)
-                _set(tree, key, value)
+                set_key(tree, key, value)
             try:
                 ExperimentConfig.model_validate(tree)
             except ValidationError as err:
@@ -152,7 +152,7 @@ class ExperimentConfig(StrictModel):
         """A copy with dotted keys set (as a sweep trial does), validated again."""
         tree = self.to_dict()
         for key, value in values.items():
-            _set(tree, key, value)
+            set_key(tree, key, value)
         return validate(tree)
 
 
@@ -167,7 +167,7 @@ def load_config(files: list[str | Path], overrides: list[str] = (), base: dict |
     for override in overrides:
         key, value = parse_override(override)
         _check_key(_schema_tree(tree), key)
-        _set(tree, key, value)
+        set_key(tree, key, value)
     return validate(tree)
 
 
@@ -177,7 +177,7 @@ def load_data_config(fields: dict, overrides: list[str] = ()) -> DataConfig:
     for override in overrides:
         key, value = parse_override(override)
         _check_key(_field_tree(DataConfig), key)
-        _set(tree, key, value)
+        set_key(tree, key, value)
     try:
         return DataConfig.model_validate(tree)
     except ValidationError as err:
@@ -276,10 +276,10 @@ def _check_key(tree: dict, key: str) -> None:
         node = node[part]
 
 
-def _set(tree: dict, key: str, value: Any) -> None:
+def set_key(tree: dict, key: str, value: Any) -> None:
     for free in _FREE_FORM:  # sweep.grid.model.mask_norm -> grid["model.mask_norm"]
         if key.startswith(free + "."):
-            _set(tree, free, {**_get(tree, free), key[len(free) + 1 :]: value})
+            set_key(tree, free, {**_get(tree, free), key[len(free) + 1 :]: value})
             return
     parts = key.split(".")
     node = tree

@@ -181,3 +181,21 @@ def test_chord_accuracy_needs_every_bit_right():
     logits = torch.tensor([[2.0, -1.0, 0.0], [2.0, 0.5, -3.0], [-1.0, -1.0, -1.0]])
     # sigmoid(0) = 0.5 counts as on; one extra bit fails the chord
     assert chord_accuracy(logits, target).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_table_2_sources_keep_their_presets_and_take_the_command_lines_schedule():
+    """Each source of the property-prediction sweep trains on its family's preset; `--set train.steps=...` must
+    still shorten all of them (a variant's train section replaces the base config's)."""
+    from orchestration.experiment import load_experiment
+    from tests.entry_points import script_module
+
+    script = script_module("experiments/property_prediction.py")
+    args = script.build_parser().parse_args(["--preset", "cpu", "--set", "train.steps=120", "--set", "probe.steps=30", "--set", "train.lr=2e-4"])
+    config = load_experiment(args, "musicslots", script.CONFIGS / "property_prediction.yaml", [f"sweep.variants={script.json.dumps(script.variants('cpu', 0.5, args.set))}"])
+    from orchestration.sweep import trial_overrides
+
+    trials = {name: config.with_values(trial_overrides(config, {"variant": name})) for name in config.sweep.variants}
+    assert set(trials) == {"supervised_cnn", "autoencoder", "vae", "beta_vae", "musicslots_none"}
+    assert {(t.train.steps, t.probe.steps, t.train.lr) for t in trials.values()} == {(120, 30, 2e-4)}
+    assert trials["beta_vae"].model.beta == 0.5 and trials["vae"].model.beta == 1.0
+    assert trials["supervised_cnn"].train.batch_size == 32 and trials["musicslots_none"].train.batch_size == 16  # their own presets otherwise
