@@ -322,11 +322,31 @@ def test_whole_piece_separation_with_a_mask_of_one_gains_nothing_over_the_mixtur
     assert abs(metrics["sdr_gain"]) < 0.05 and "t_flat_note_f1" not in metrics and "notes" not in rows[0]
 
 
-def test_whole_piece_recognition_pools_clips_and_the_upper_bound_is_refused():
-    from components.errors import PartitaError
-
+def test_whole_piece_recognition_pools_clips():
     metrics, rows = JOINTIST.evaluate_pieces(rigged_recognizer(), [whole_piece()])
     assert rows[0]["recognised"] == ["Piano", "Drums"] and metrics["ir_map_macro"] == 1.0
+
+
+def test_the_upper_bound_on_whole_pieces_hears_each_clip_the_rolls_it_trained_on():
+    """The ground-truth-roll separator is given, clip by clip, the class's roll as a training clip of it holds it."""
+    from components.errors import PartitaError
+    from components.models.jointist.config import SamplerConfig
+    from components.models.jointist.sampler import InstrumentSampler
+    from components.models.jointist.targets import segment_example
+
     upper_bound = JOINTIST.build(config(schedule="separation_true_rolls", **CLIP), None).eval()
-    with pytest.raises(PartitaError, match="ground-truth-roll separator"):
-        JOINTIST.evaluate_pieces(upper_bound, [whole_piece()])
+    heard, forward = [], upper_bound.separator.forward
+    upper_bound.separator.forward = lambda magnitude, instrument, roll: heard.append((int(instrument[0]), roll)) or forward(magnitude, instrument, roll)
+    piece, classes = whole_piece(), upper_bound.config.instruments.names
+    metrics, rows = JOINTIST.evaluate_pieces(upper_bound, [piece])
+    assert [classes[i] for i, _ in heard] == rows[0]["instruments"] == ["Piano", "Drums"] and np.isfinite(metrics["sdr_gain"])
+    for index, roll in heard:
+        only_this = InstrumentSampler(np.eye(len(classes))[index], SamplerConfig(present=1, absent=0))
+        for clip, start in enumerate(range(0, RATE, SAMPLES)):
+            example = segment_example(piece, classes, start, SAMPLES, 100.0, only_this, np.random.default_rng(0))
+            plays = example is not None and example["instrument"][0] == index
+            expected = example["frames"][0] if plays else np.zeros((88, 51), np.uint8)
+            assert torch.equal(roll[clip, :, :-1], torch.from_numpy(expected[:, :-1]).float())  # but the last frame (see _frames)
+    assert heard[0][1][:, 39, :-1].sum() == 100 and heard[1][1][0, 36 - 21, 20:30].sum() == 10  # piano's MIDI 60 throughout; the kick 0.2-0.3 s
+    with pytest.raises(PartitaError, match=r"ground-truth rolls \(the upper bound\) cannot be applied to audio alone"):
+        JOINTIST.apply(upper_bound, torch.from_numpy(WAVEFORM), None)

@@ -45,6 +45,15 @@ def clips(waveform: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(waveform, (0, count * samples - len(waveform))).view(count, samples)
 
 
+def clip_rolls(roll: np.ndarray, count: int, frames_per_clip: int) -> torch.Tensor:
+    """A recording's roll [88, frames] -> [count, 88, frames_per_clip + 1], zero-padded: each clip's frames as its
+    centred STFT has them (a clip's last frame is the next clip's first), the frames a training clip's roll has."""
+    padded = np.zeros((roll.shape[0], count * frames_per_clip + 1), np.float32)
+    kept = min(roll.shape[1], padded.shape[1])
+    padded[:, :kept] = roll[:, :kept]
+    return torch.from_numpy(np.stack([padded[:, c * frames_per_clip : (c + 1) * frames_per_clip + 1] for c in range(count)]))
+
+
 def level_dbfs(audio: np.ndarray) -> float:
     """RMS level in dB relative to full scale (1.0)."""
     return 10.0 * float(np.log10(max(float(np.mean(np.square(audio, dtype=np.float64))), 1e-20)))
@@ -52,14 +61,20 @@ def level_dbfs(audio: np.ndarray) -> float:
 
 @torch.no_grad()
 def analyse(
-    recognizer: "torch.nn.Module | None", performer: "torch.nn.Module | None", waveform: np.ndarray, threshold: float = THRESHOLD, instruments: list[str] | None = None
+    recognizer: "torch.nn.Module | None",
+    performer: "torch.nn.Module | None",
+    waveform: np.ndarray,
+    threshold: float = THRESHOLD,
+    instruments: list[str] | None = None,
+    true_frames: dict[str, np.ndarray] | None = None,
 ) -> Analysis:
     """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate.
     `instruments`: the performer is asked about these and they are the answer (teacher forcing, as the paper's rows
-    without the i- prefix are scored), whatever f_IR says."""
+    without the i- prefix are scored), whatever f_IR says. `true_frames`: each of them's 0/1 frame roll [88, frames]
+    over the recording, from its score, for a separator trained on ground-truth rolls (the upper bound)."""
     if recognizer is None and performer is None:
         raise ValueError("analyse needs f_IR, f_T or f_MSS: pass a recognizer or a performer")
-    if performer is not None and performer.config.schedule == "separation_true_rolls":
+    if performer is not None and performer.config.schedule == "separation_true_rolls" and (true_frames is None or instruments is None):
         raise PartitaError(
             "a separator trained on ground-truth rolls (the upper bound) cannot be applied to audio alone",
             "apply a joint (f_T + f_MSS) or separation run",
@@ -94,7 +109,12 @@ def analyse(
                 join = lambda roll: roll.permute(1, 0, 2).reshape(roll.shape[1], -1).numpy()  # noqa: E731 [clips, 88, T] -> [88, clips * T]
                 notes[name] = decode_notes(join(onset), join(frame), onset_threshold=t.onset_threshold, frame_threshold=t.frame_threshold, frames_per_second=audio_config.fps)
             if performer.separator is not None:
-                roll = roll_input(posterior, performer.config.separator) if performer.separator.roll_to_bins is not None else None
+                if true_frames is not None:
+                    roll = clip_rolls(true_frames[name], len(batch), frames_per_clip)
+                elif performer.separator.roll_to_bins is not None:
+                    roll = roll_input(posterior, performer.config.separator)
+                else:
+                    roll = None
                 magnitude = performer.separator(performer.magnitude(batch), instrument, roll)
                 stems[name] = with_mixture_phase(magnitude, batch, audio_config.n_fft, hop).flatten()[: len(audio)].numpy()
     if instruments is not None or recognizer is not None:

@@ -3,7 +3,8 @@ note F1 over each piece's notes (Table 2), where the fixed segments give 2 s cli
 
 Each piece is analysed end to end as `partita apply` does (components.models.jointist.pipeline: clip by clip,
 joined in time). Transcription and separation are teacher-forced, as the paper's rows without the i- prefix:
-f_T and f_MSS are asked about the classes that play in the piece (a stem of the class with a note). f_IR's
+f_T and f_MSS are asked about the classes that play in the piece (a stem of the class with a note); the
+ground-truth-roll separator (the upper bound) is given each class's roll from the piece's notes. f_IR's
 decision is its clip scores pooled by their maximum, scored per piece against the classes that play.
 """
 
@@ -14,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from components.data.multitrack.reader import Piece
+from components.data.multitrack.rolls import FRAME, frame_count, piano_rolls
 from components.errors import PartitaError
 from components.metrics.separation import aggregate, sdr
 from components.metrics.transcription import evaluate_notes, instrument_recognition_scores
@@ -23,11 +25,7 @@ from components.models.jointist.pipeline import analyse
 def evaluate_whole_pieces(model, pieces: Iterable[Piece]) -> tuple[dict[str, float], list[dict]]:
     """(metrics named as the segment evaluation's, one row per piece) of a JointistModel in eval mode."""
     config = model.config
-    if config.schedule == "separation_true_rolls":
-        raise PartitaError(
-            "whole-piece evaluation of the ground-truth-roll separator (the upper bound) is not built: it needs the piece's rolls clip by clip",
-            "read this run's segment metrics (test/sdr, test/sdr_gain), or evaluate a joint or separation run",
-        )
+    scored = config.schedule == "separation_true_rolls"  # the upper bound: f_MSS hears the score's rolls
     names = config.instruments.names
     performs = model.transcriber is not None or model.separator is not None
     scores, labels, rows, separated = [], [], [], []
@@ -44,7 +42,8 @@ def evaluate_whole_pieces(model, pieces: Iterable[Piece]) -> tuple[dict[str, flo
             labels.append([name in playing for name in names])
             row["recognised"] = [name for name in names if pooled[name] > 0.5]
         if performs:
-            result = analyse(None, model, mixture, instruments=playing)
+            score_rolls = {name: _frames(piece, name, len(mixture), config.audio.fps) for name in playing} if scored else None
+            result = analyse(None, model, mixture, instruments=playing, true_frames=score_rolls)
             if model.transcriber is not None:
                 reference_notes[piece.name] = {name: _notes(piece, name) for name in playing}
                 estimated_notes[piece.name] = result.notes
@@ -69,6 +68,14 @@ def evaluate_whole_pieces(model, pieces: Iterable[Piece]) -> tuple[dict[str, flo
         metrics |= {"sdr": by.by_source.mean, "sdr_instrument": by.by_instrument.mean, "sdr_piece": by.by_piece.mean}
         metrics["sdr_gain"] = float(np.mean([gain for *_, gain in separated]))
     return metrics, rows
+
+
+def _frames(piece: Piece, name: str, samples: int, fps: float) -> np.ndarray:
+    """A class's 0/1 frame roll [88, frames] over the whole piece. Cut into clips, it is what training clips' rolls
+    hold, but for a clip's last frame: a clip's roll ends a note that runs past the clip one frame early."""
+    notes = piece.class_notes(name)
+    rolls = piano_rolls(notes, np.zeros(len(notes), np.int64), 1, frame_count(samples / piece.sample_rate, fps), fps)
+    return (rolls[0, FRAME] > 0).astype(np.float32)
 
 
 def _notes(piece: Piece, name: str) -> np.ndarray:
