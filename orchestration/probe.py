@@ -50,7 +50,7 @@ def resolve_training_run(run_id: str, uri: str | None = None):
 
 
 def _probe_task(config_tree: dict, checkpoint_uri: str, data_path: str) -> dict:
-    """Runs on a Ray worker: extract representations of every split, train and score the probe."""
+    """On a Ray worker or in a sweep trial's process: extract representations of every split, train and score the probe."""
     import ray.train
 
     from components.data.catalog import open_dataset
@@ -73,8 +73,11 @@ def _probe_task(config_tree: dict, checkpoint_uri: str, data_path: str) -> dict:
     return {name: accuracy(probe, splits[name]) for name in ("valid", "test")}
 
 
-def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None = None) -> dict:
-    """Probe a training run (or a sweep's best run); returns {"run_id", "valid", "test"} accuracies."""
+def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None = None, in_process: bool = False) -> dict:
+    """Probe a training run (or a sweep's best run); returns {"run_id", "valid", "test"} accuracies.
+
+    `in_process`: probe here rather than in a Ray task of its own; a sweep trial that trained in its own
+    process holds that CPU, and with every CPU held by such trials a task asking for one would wait forever."""
     import ray
 
     from components.models.registry import all_families, get_family
@@ -96,18 +99,20 @@ def probe_run(run_id: str, probe_overrides: dict | None = None, uri: str | None 
         tree.setdefault("probe", {})[key] = value
     config: ExperimentConfig = validate(tree)
 
-    init_ray()
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    task = (config.to_dict(), run.data.tags[CHECKPOINT_TAG], str(dataset_dir(config.data)))
+    if in_process:
+        scores = _probe_task(*task)
+    else:
+        init_ray()
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    resources = {
-        "num_cpus": config.train.cpus_per_worker,
-        "num_gpus": 1 if config.train.use_gpu else 0,
-        # inside a Tune trial: schedule outside the trial's own (memory-only) placement group
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),
-    }
-    scores = ray.get(
-        ray.remote(_probe_task).options(**resources).remote(config.to_dict(), run.data.tags[CHECKPOINT_TAG], str(dataset_dir(config.data)))
-    )
+        resources = {
+            "num_cpus": config.train.cpus_per_worker,
+            "num_gpus": 1 if config.train.use_gpu else 0,
+            # inside a Tune trial: schedule outside the trial's own (memory-only) placement group
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),
+        }
+        scores = ray.get(ray.remote(_probe_task).options(**resources).remote(*task))
 
     probe_id = find_or_create_run(
         run.info.experiment_id,

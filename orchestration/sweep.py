@@ -141,7 +141,7 @@ def run_sweep(config: ExperimentConfig, name: str) -> SweepResult:
         )
         test, valid = outcome["test"], outcome["valid"]
         if trial_config.sweep.probe and get_family(trial_config.model.family).has_representation:
-            probed = probe_run(outcome["run_id"])
+            probed = probe_run(outcome["run_id"], in_process=trains_in_trial(trial_config))
             test, valid = test | probed["test"], valid | probed["valid"]
         tune.report({f"test/{k}": v for k, v in test.items()} | {f"val/{k}": v for k, v in valid.items()} | {"done": 1})
 

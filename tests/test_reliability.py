@@ -100,6 +100,25 @@ def test_failing_trials_leave_the_sweep_going_and_are_marked_failed(ray_session,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_probed_sweep_whose_trials_hold_every_cpu_finishes(ray_session, small_chords, capsys):
+    """Two trials on the session's 2 CPUs, each probed after training: a probe that asked Ray for a CPU of its
+    own waited forever, every CPU being held by a trial (it hung Table 2 on the 2-core machine)."""
+    from tests.entry_points import script_module
+
+    script = script_module("experiments/ablation_beta.py")
+    code = script.main(
+        ["--preset", "smoke", "--dataset", "jazznet-multi", "--seeds", "0", "--set", f"data.root={small_chords.parent}",
+         "--set", f"data.chords.limit_chords={SMALL_CHORDS_LIMIT}", "--set", "sweep.grid.model.beta=[0.5, 2.0]", "--name", "probed-sweep"]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.count("| 1/1 |") == 2  # both cells finished, probe included
+    parent = next(r for r in client().search_runs([ensure_experiment("vae-ablation-beta")]) if r.info.run_name == "probed-sweep")
+    probes = client().search_runs([parent.info.experiment_id], filter_string="tags.`partita.kind` = 'probe'")
+    assert len(probes) == 2 and all(0 <= p.data.metrics["probe/test/chord_accuracy"] <= 1 for p in probes)
+
+
+@pytest.mark.slow
 def test_a_killed_data_build_leaves_nothing_complete_and_rebuilds_identically(ray_session, small_chords, tmp_path):
     import ray
 
