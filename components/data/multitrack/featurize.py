@@ -24,8 +24,7 @@ import torch
 import torchaudio
 
 from components.data.multitrack.examples import PIECE_COLUMNS, piece_examples, stack
-from components.data.multitrack.reader import table_pieces
-from components.data.multitrack.reader import Piece
+from components.data.multitrack.reader import Piece, table_pieces
 from components.data.multitrack.view import ViewConfig
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ import torch
 
 from components.data.manifest import read_manifest
 from components.data.multitrack.examples import PIECE_COLUMNS
-from components.data.multitrack.reader import table_pieces
 from components.data.multitrack.featurize import example_maker
+from components.data.multitrack.reader import table_pieces
 from components.data.multitrack.render import FULL_SCALE
 from components.data.multitrack.view import ViewConfig
 from components.data.splits import files
