@@ -157,6 +157,15 @@ def test_sampler_follows_inverse_square_root_of_counts():
     assert set(absent) == {3, 4}  # never a playing instrument
 
 
+def test_sampler_keeps_its_size_when_every_class_plays():
+    # examples batch together only if each draws present + absent instruments
+    sampler = InstrumentSampler([5, 5, 5], SamplerConfig(present=1, absent=2))
+    classes, present = sampler.draw([0, 1, 2], np.random.default_rng(0))
+    assert len(classes) == 3 and present.all()
+    classes, present = sampler.draw([0, 2], np.random.default_rng(0))
+    assert present.tolist() == [True, True, False] and classes[2] == 1
+
+
 def test_sampler_with_power_zero_is_uniform():
     sampler = InstrumentSampler([1000, 1], SamplerConfig(present=1, absent=0, power=0))
     rng = np.random.default_rng(1)

@@ -4,7 +4,9 @@ Per example: `present` draws, with replacement, among the instruments playing in
 with probability proportional to (1 / count)^power, where count is how often the class
 occurs in the training set (rare classes get more turns than their share); plus `absent`
 instruments, uniformly among those not playing, whose targets are empty (silence, no notes),
-so the models learn to output nothing for an instrument that is not there.
+so the models learn to output nothing for an instrument that is not there. Every example has
+present + absent instruments, so examples batch together: when fewer classes are silent than
+`absent` (a small class list, all playing), the remaining slots are further present draws.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class InstrumentSampler:
         weights = self.weights[present]
         # An example made only of classes unseen in training (weight 0) is drawn uniformly.
         p = weights / weights.sum() if weights.sum() > 0 else None
-        chosen = rng.choice(present, size=self.config.present, replace=True, p=p)
         others = np.setdiff1d(np.arange(len(self.weights)), present)
-        absent = rng.choice(others, size=min(self.config.absent, len(others)), replace=False)
+        n_absent = min(self.config.absent, len(others))
+        chosen = rng.choice(present, size=self.config.present + self.config.absent - n_absent, replace=True, p=p)
+        absent = rng.choice(others, size=n_absent, replace=False)
         classes = np.concatenate([chosen, absent])
         return classes, np.arange(len(classes)) < len(chosen)
