@@ -42,6 +42,10 @@ class TrainConfig(StrictModel):
     data_actors: int = Field(1, gt=0, description="Ray Data CPU actors making (and featurising) examples of multi-track views")
     use_gpu: bool = False
     amp: bool = Field(True, description="bf16 autocast when on GPU (ignored on CPU)")
+    channels_last: bool = Field(
+        False,
+        description="convolution weights in channels-last layout (oneDNN's fast path on CPU); the numbers do not change, the speed does: partita bench train",
+    )
     max_failures: int = Field(0, ge=0, description="worker-failure restarts from the last checkpoint")
     capacity_wait_s: float = Field(600, ge=0, description="on a joined cluster, how long to wait for the CPUs/GPUs the workers need (nodes joining)")
     storage_path: str | None = Field(None, description="Ray Train storage (default $PARTITA_HOME/runs); s3:// or a shared mount on clusters")

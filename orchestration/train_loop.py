@@ -49,6 +49,16 @@ def batch_indices(n: int, batch: int, seed: int, step: int, rank: int, world: in
     return epoch_order(n, seed, epoch, rank, world)[offset * batch : (offset + 1) * batch]
 
 
+def build_model(config, spec) -> torch.nn.Module:
+    """The family's model from the run's seed (every rank starts from the same weights), in the run's weight layout."""
+    from components.models.registry import get_family
+
+    torch.manual_seed(config.train.seed)
+    model = get_family(config.model.family).build(config.model, spec)
+    # Module.to converts only 4-D and 5-D tensors, so models without convolutions are left as they are
+    return model.to(memory_format=torch.channels_last) if config.train.channels_last else model
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
@@ -96,8 +106,7 @@ def run_loop(loop_config: dict, session) -> None:
     per_worker = train.batch_size // world
     data = training_data(loop_config, config, session, per_worker)
 
-    torch.manual_seed(train.seed)  # identical initial weights on every rank
-    model = family.build(config.model, data.spec)
+    model = build_model(config, data.spec)
     model = session.prepare(model)
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
