@@ -66,9 +66,20 @@ def sweep_name(script: str, args: argparse.Namespace, config) -> str:
 
 
 def scale_note(config, preset: str) -> str:
-    train = config.train
+    """The preset, each distinct schedule (steps and batch) its trials train on, and the seeds."""
+    from orchestration.sweep import trial_overrides
+
+    # a variant may bring its own train section (property_prediction: each source its family's schedule)
+    schedules: dict[str, list[str]] = {}
+    for variant in config.sweep.variants or {None: {}}:
+        train = config.with_values(trial_overrides(config, {"variant": variant})).train if variant else config.train
+        schedules.setdefault(f"{train.steps} steps, batch {train.batch_size}", []).append(variant)
+    if len(schedules) == 1:
+        schedule = next(iter(schedules))
+    else:
+        schedule = "; ".join(f"{text} ({', '.join(variants)})" for text, variants in schedules.items())
     seeds = len(config.sweep.seeds)
-    return f"preset {preset}: {train.steps} steps, batch {train.batch_size}, {seeds} seed{'s' * (seeds > 1)}"
+    return f"preset {preset}: {schedule}, {seeds} seed{'s' * (seeds > 1)}"
 
 
 def trial_count(config) -> int:

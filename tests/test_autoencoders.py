@@ -199,3 +199,10 @@ def test_table_2_sources_keep_their_presets_and_take_the_command_lines_schedule(
     assert {(t.train.steps, t.probe.steps, t.train.lr) for t in trials.values()} == {(120, 30, 2e-4)}
     assert trials["beta_vae"].model.beta == 0.5 and trials["vae"].model.beta == 1.0
     assert trials["supervised_cnn"].train.batch_size == 32 and trials["musicslots_none"].train.batch_size == 16  # their own presets otherwise
+    # the printed table states the schedules the sources ran, not the base family's, and ranks by the probe's accuracy
+    from orchestration.experiment import scale_note
+
+    assert scale_note(config, "cpu") == (
+        "preset cpu: 120 steps, batch 32 (supervised_cnn, autoencoder, vae, beta_vae); 120 steps, batch 16 (musicslots_none), 5 seeds"
+    )
+    assert (config.sweep.metric, config.sweep.mode) == ("val/chord_accuracy", "max")
