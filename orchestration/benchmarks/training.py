@@ -144,7 +144,7 @@ def view_family_overhead(quick: bool) -> list[Figure]:
                                 lambda run: ray_windows(config, run), lambda: plain_view_run(config, path, WINDOWS, threads), quick)
 
 
-# The MusicSlots cpu preset before issue 16: raw dB in and out, batch 32. Everything else is
+# The MusicSlots cpu preset before issue 16: raw dB in and out, batch 32, the default weight layout. Everything else is
 # today's preset, so the two differ only in what that work changed.
 CPU_BEFORE = ["model.db_offset=0", "model.db_scale=1", "train.batch_size=32", "train.channels_last=false"]
 
