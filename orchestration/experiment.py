@@ -72,7 +72,7 @@ def scale_note(config, preset: str) -> str:
     # a variant may bring its own train section (property_prediction: each source its family's schedule)
     schedules: dict[str, list[str]] = {}
     for variant in config.sweep.variants or {None: {}}:
-        train = config.with_values(trial_overrides(config, {"variant": variant})).train if variant else config.train
+        train = config.with_values(trial_overrides(config, {"variant": variant})).train
         schedules.setdefault(f"{train.steps} steps, batch {train.batch_size}", []).append(variant)
     if len(schedules) == 1:
         schedule = next(iter(schedules))

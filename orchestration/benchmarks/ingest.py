@@ -99,6 +99,7 @@ def _pieces(data_path: Path) -> int:
 def _stream(config, data_path: Path) -> tuple[float, float, int, float]:
     """(examples/s from the first batch on, seconds to the first batch, examples, peak MB) of the run's whole train
     stream, batched as the trainer takes it."""
+    from orchestration.train_loop import build_model
     from orchestration.view_stream import train_datasets
 
     stream = train_datasets(config, data_path)["train"]
@@ -120,12 +121,13 @@ def _consumed(config, data_path: Path, steps: int = 8) -> float:
     from components.data.manifest import read_manifest
     from components.models.registry import get_family
     from components.models.base import ViewSpec
+    from orchestration.train_loop import build_model
     from orchestration.view_stream import train_datasets
 
     torch.set_num_threads(config.train.cpus_per_worker)
     family = get_family(config.model.family)
     batch = next(iter(train_datasets(config, data_path)["train"].iter_torch_batches(batch_size=config.train.batch_size)))
-    model = family.build(config.model, ViewSpec(sample_rate=read_manifest(data_path)["sample_rate"], classes=()))
+    model = build_model(config, ViewSpec(sample_rate=read_manifest(data_path)["sample_rate"], classes=()))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     times = []
     for _ in range(steps + 1):
