@@ -99,7 +99,6 @@ def _pieces(data_path: Path) -> int:
 def _stream(config, data_path: Path) -> tuple[float, float, int, float]:
     """(examples/s from the first batch on, seconds to the first batch, examples, peak MB) of the run's whole train
     stream, batched as the trainer takes it."""
-    from orchestration.train_loop import build_model
     from orchestration.view_stream import train_datasets
 
     stream = train_datasets(config, data_path)["train"]
