@@ -3,7 +3,8 @@
 T (f_T alone), pTS(s) / pTS(c) (f_T pretrained for model.pretrain_steps, then trained with f_MSS merging
 its roll by sum / concat) and TS(s) (both from scratch), teacher-forced with the true instruments; note
 and note-with-offset F1, flat, piece-wise and instrument-wise, on the fixed test clips.
-The i- rows (f_IR's instruments at inference) are not run yet.
+The i- rows (f_IR's instruments at inference, flat F1 on whole pieces) score a trained run against an f_IR
+run's instruments: `partita evaluate RUN --recognizer F_IR_RUN` (an f_IR run from jointist_recognition.py).
 
     python experiments/jointist_transcription.py --preset smoke --seeds 0
     python experiments/jointist_transcription.py --preset cpu --set model.pretrain_steps=1000

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("run_id", help="MLflow run id of a training run, or of a sweep's parent run")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default test")
     evaluate.add_argument("--limit", type=_positive, help="only the split's first N pieces")
+    evaluate.add_argument("--recognizer", metavar="RUN_ID", help="another run of the family names the instruments (Jointist: an f_IR run, for the paper's i- rows)")
     evaluate.set_defaults(run=_evaluate)
 
     bench = commands.add_parser("bench", help="run the benchmark suite: figures and side-by-side ratios")
@@ -116,7 +117,7 @@ def _positive(text: str) -> int:
 def _evaluate(args: argparse.Namespace) -> None:
     from orchestration.evaluate import PREFIX, evaluate_run
 
-    metrics = evaluate_run(args.run_id, args.split, args.limit)
+    metrics = evaluate_run(args.run_id, args.split, args.limit, recognizer_run=args.recognizer)
     for name, value in metrics.items():
         print(f"{PREFIX}{args.split}/{name:<32} {value:.4f}")
 

@@ -327,6 +327,46 @@ def test_whole_piece_recognition_pools_clips():
     assert rows[0]["recognised"] == ["Piano", "Drums"] and metrics["ir_map_macro"] == 1.0
 
 
+def rigged_recognizer_hearing(*heard: str):
+    recognizer = rigged_recognizer()
+    with torch.no_grad():
+        recognizer.recognizer.head.bias.copy_(torch.tensor([10.0 if name in heard else -10.0 for name in recognizer.config.instruments.names]))
+    return recognizer
+
+
+def test_the_i_rows_ask_f_t_about_the_instruments_f_ir_hears():
+    performer = rigged_performer()  # plays MIDI 60 on whatever it is asked about; the piece's piano plays MIDI 60
+    metrics, rows = JOINTIST.evaluate_pieces(performer, [whole_piece()], recognizer=rigged_recognizer_hearing("Piano", "Drums"))
+    assert rows[0]["recognised"] == ["Piano", "Drums"] and metrics["i_t_flat_note_f1"] == metrics["t_flat_note_f1"] == 1.0
+    # f_IR misses the piano: f_T is not asked about it, so its note is missed (drums are not in the flat roll);
+    # the teacher-forced rows are unchanged
+    metrics, rows = JOINTIST.evaluate_pieces(performer, [whole_piece()], recognizer=rigged_recognizer_hearing("Drums"))
+    assert rows[0]["recognised"] == ["Drums"] and metrics["i_t_flat_note_f1"] == 0.0 and metrics["t_flat_note_f1"] == 1.0
+    # f_IR hears a bass instead: f_T is asked about it (not asked before) and its MIDI 60 matches, since flat is instrument-blind
+    metrics, rows = JOINTIST.evaluate_pieces(performer, [whole_piece()], recognizer=rigged_recognizer_hearing("Bass", "Drums"))
+    assert rows[0]["recognised"] == ["Bass", "Drums"] and metrics["i_t_flat_note_f1"] == 1.0
+    assert {name for name in metrics if name.startswith("i_")} == {"i_t_flat_note_f1", "i_t_flat_note_offset_f1"}  # i- rows are flat only
+
+
+@pytest.mark.parametrize(
+    "performer, recognizer, message",
+    [
+        (lambda: rigged_performer(), lambda: rigged_performer(), r"the recognizer run has no f_IR \(its schedule is joint\); fix: pass a run trained with model.schedule=recognition"),
+        (lambda: JOINTIST.build(config(schedule="separation", **CLIP), None).eval(), rigged_recognizer, r"this run has no f_T \(its schedule is separation\); fix: evaluate a transcription or joint run"),
+        (
+            lambda: rigged_performer(),
+            lambda: JOINTIST.build(config(schedule="recognition", **CLIP, instruments={"classes": ["Piano", "Bass"]}), None).eval(),
+            r"other instrument classes or another sample rate than this run; fix: pass an f_IR run trained with this run's model.instruments",
+        ),
+    ],
+)
+def test_the_i_rows_refuse_a_recognizer_that_cannot_give_them(performer, recognizer, message):
+    from components.errors import PartitaError
+
+    with pytest.raises(PartitaError, match=message):
+        JOINTIST.evaluate_pieces(performer(), [whole_piece()], recognizer=recognizer())
+
+
 def test_the_upper_bound_on_whole_pieces_hears_each_clip_the_rolls_it_trained_on():
     """The ground-truth-roll separator is given, clip by clip, the class's roll as a training clip of it holds it."""
     from components.errors import PartitaError

@@ -91,9 +91,13 @@ class ModelFamily(ABC):
     def evaluate(self, model: torch.nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
         """Metrics over all batches (a whole split); `model` is in eval mode, no grad."""
 
-    def evaluate_pieces(self, model: torch.nn.Module, pieces: Iterable["Piece"]) -> tuple[dict[str, float], list[dict]]:
+    def evaluate_pieces(
+        self, model: torch.nn.Module, pieces: Iterable["Piece"], recognizer: torch.nn.Module | None = None
+    ) -> tuple[dict[str, float], list[dict]]:
         """Metrics over whole pieces (full-length SDR, each piece's notes), for the families whose papers score
-        them so, and one JSON-able row per piece; `model` is in eval mode, no grad (`partita evaluate`)."""
+        them so, and one JSON-able row per piece; `model` is in eval mode, no grad (`partita evaluate`).
+        `recognizer`: the model of another run of the family that decides which instruments play (Jointist's
+        i- rows); a family that cannot use one refuses it."""
         from components.errors import PartitaError
 
         raise PartitaError(f"model family {self.name} has no whole-piece evaluation", "its segment metrics are in the run (valid/*, test/*)")

@@ -282,10 +282,10 @@ class Jointist(ModelFamily):
             metrics["sdr_gain"] = float(np.mean([gain for *_, gain in separated.values()]))
         return metrics
 
-    def evaluate_pieces(self, model: JointistModel, pieces) -> tuple[dict[str, float], list[dict]]:
+    def evaluate_pieces(self, model: JointistModel, pieces, recognizer: JointistModel | None = None) -> tuple[dict[str, float], list[dict]]:
         from components.models.jointist.whole_piece import evaluate_whole_pieces  # the pipeline imports this module
 
-        return evaluate_whole_pieces(model, pieces)
+        return evaluate_whole_pieces(model, pieces, recognizer)
 
     def apply(self, model: JointistModel, audio: torch.Tensor, data) -> dict:
         """instruments.json, and per instrument that plays a MIDI file (f_T) and a WAV stem (f_MSS).
