@@ -209,6 +209,19 @@ def test_the_recipe_keys_the_query_pool_and_the_sss_recipe_is_unchanged(built):
     assert HIERARCHICAL.example_maker(config(query=QBE["query"] | {"pool_per_leaf": 4, "seconds": 0.25}), built).recipe["query"]["pool_per_leaf"] == 4
 
 
+def test_query_leaves_restrict_the_targets_the_pool_and_the_recipe(built):
+    from pydantic import ValidationError
+
+    hierarchy = load_hierarchy("hierarchy-18")
+    model = config(require_relative=False, query=QBE["query"] | {"leaves": [BASS]})
+    examples = made(built, model, "train") + made(built, model, "valid")
+    assert examples and {hierarchy.leaves[int(e["leaf"])] for e in examples} == {BASS}  # guitars play in every piece too
+    assert set(query_pool(pieces(built, "train"), model).clips) == {BASS}
+    assert HIERARCHICAL.example_maker(model, built).recipe["query"]["leaves"] == [BASS]
+    with pytest.raises(ValidationError, match=r"query.leaves \['tubas'\] are not leaves of hierarchy-18; use some of: acoustic pianos"):
+        config(query=QBE["query"] | {"leaves": ["tubas"]})
+
+
 def test_the_qbe_family_trains_and_its_masks_change_with_the_query(built):
     torch.manual_seed(0)
     model_config = config()

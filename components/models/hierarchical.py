@@ -67,6 +67,11 @@ class QueryConfig(StrictModel):
         "holds as much of the leaf as the target does, and fits any set whose pieces hold a segment)",
     )
     pool_per_leaf: int = Field(16, gt=0, description=f"query clips kept per leaf and split (at most {CLIPS_PER_PIECE} per piece), as int16: bounded memory whatever the set's size")
+    leaves: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="the leaves queried, trained and scored (None: every leaf of the hierarchy, as ch. 2); a subset is a smaller conditional task",
+    )
 
 
 class LevelWeights(StrictModel):
@@ -124,6 +129,9 @@ class HierarchicalConfig(ModelConfig):
             raise ValueError(str(err)) from None
         if self.target_leaf not in leaves:
             raise ValueError(f"target_leaf {self.target_leaf!r} is not a leaf of {self.hierarchy}; use one of: {', '.join(leaves)}")
+        unknown = sorted(set(self.query.leaves or ()) - set(leaves))
+        if unknown:
+            raise ValueError(f"query.leaves {unknown} are not leaves of {self.hierarchy}; use some of: {', '.join(leaves)}")
         if sum(getattr(self.level_weights, level) for level in self.level_names) <= 0:
             raise ValueError(f"the level weights of {', '.join(self.level_names)} are all 0, so nothing would be trained; give one a positive weight")
         if self.data_reduction.fraction and self.data_reduction.what == "leaf" and self.levels != "multi":
@@ -181,16 +189,17 @@ class QueryPool:
 
 
 def query_pool(split_pieces: Iterable[Piece], config: HierarchicalConfig) -> QueryPool:
-    """Query clips of every leaf in a split's pieces: `query_seconds` long, cut without overlap, kept when the leaf's
+    """Query clips of every queried leaf (`query.leaves`) in a split's pieces: `query_seconds` long, cut without overlap, kept when the leaf's
     submix is above the view's min_dbfs, at most CLIPS_PER_PIECE per piece (spread over its salient clips) and
     `pool_per_leaf` per leaf. A piece's first clips are preferred to any piece's second, so the pool spans as many
     pieces (timbres) as it can; memory holds one piece and the kept clips."""
     cutting = SegmentConfig(seconds=config.query_seconds, hop_seconds=config.query_seconds, min_dbfs=config.view.segment.min_dbfs)
     limit = config.query.pool_per_leaf
+    queried = set(config.query.leaves or load_hierarchy(config.hierarchy).leaves)  # a leaf without clips is no example's target
     kept: list[dict[str, list[tuple[int, np.ndarray]]]] = [{} for _ in range(CLIPS_PER_PIECE)]  # by rank in the piece: leaf -> (piece, clip)
     for piece in split_pieces:
         stem_leaves = np.asarray(piece.stem_leaves)
-        for leaf in sorted(set(piece.stem_leaves)):  # a leaf at a time: memory holds one submix
+        for leaf in sorted(set(piece.stem_leaves) & queried):  # a leaf at a time: memory holds one submix
             submix = piece.stems_pcm[stem_leaves == leaf].sum(0, dtype=np.int32)
             no_onsets = [(np.zeros(0), np.zeros(0))]  # the dBFS rule only: queries need no onsets
             found = segment(submix[None], piece.sample_rate, no_onsets, cutting, scale=1.0 / FULL_SCALE)
@@ -401,6 +410,8 @@ class Hierarchical(ModelFamily):
         pools = None
         if qbe:
             pool = {"seconds": config.query_seconds, "pool_per_leaf": config.query.pool_per_leaf, "clips_per_piece": CLIPS_PER_PIECE}
+            if config.query.leaves is not None:  # keyed only when set: the pools of every leaf keep their cache
+                pool["leaves"] = sorted(config.query.leaves)
             recipe |= {"query": pool, "examples_per_segment": config.view.examples_per_segment}
             pools = query_pools(dataset_dir, config, recipe, cache_dir)
 
