@@ -68,6 +68,18 @@ def test_schedules_train_and_evaluate(schedule, metrics):
     assert len([a for a in figure.axes if a.images]) >= 2 or schedule == "recognition"
 
 
+def test_segment_note_scores_ask_about_the_classes_that_play_only():
+    """A transcriber that hears nothing scores 0 on every aggregation: the absent class drawn beside each present one
+    (empty reference, empty estimate) is not scored, where the both-empty convention would give it F1 1."""
+    deaf = rigged_performer("transcription")
+    with torch.no_grad():
+        deaf.transcriber.onset_model.out.bias.fill_(-10.0)
+        deaf.transcriber.final[1].bias.fill_(-10.0)
+        metrics = JOINTIST.evaluate(deaf, [batch(1), batch(2)])
+    assert metrics["t_flat_note_f1"] == metrics["t_piece_note_f1"] == metrics["t_instrument_note_f1"] == 0.0
+    assert metrics["t_frame_ap_chance"] == pytest.approx(2 * 15 / (4 * 88 * 51))  # AP still counts the absent classes' silent rolls
+
+
 def test_pretraining_runs_the_transcriber_alone_first():
     model = JOINTIST.build(config(schedule="joint", pretrain_steps=1), None)
     _, first = JOINTIST.loss(model, batch())

@@ -240,6 +240,7 @@ class Jointist(ModelFamily):
                 labels.append(batch["present"].cpu().numpy())
             k = batch["instrument"].shape[1]
             instrument = batch["instrument"].flatten().cpu().numpy()
+            present = batch["present"].gather(1, batch["instrument"]).flatten().bool().cpu().numpy()
             if "frame" in out:
                 onset, frame = torch.sigmoid(out["onset"]).cpu().numpy(), torch.sigmoid(out["frame"]).cpu().numpy()
                 true_onsets, true_frames = batch["onsets"].flatten(0, 1).cpu().numpy(), batch["frames"].flatten(0, 1).cpu().numpy()
@@ -249,14 +250,15 @@ class Jointist(ModelFamily):
                         continue
                     t = config.transcriber
                     for roll, probability, truth in (("onset", onset, true_onsets), ("frame", frame, true_frames)):
-                        cells.setdefault(roll, []).append((probability[row], truth[row]))
+                        cells.setdefault(roll, []).append((probability[row], truth[row]))  # AP: an absent class's rolls should stay off too
+                    if not present[row]:  # notes of the classes that play, as the paper's teacher forcing asks: an absent class's
+                        continue  # empty lists would score F1 1 by the both-empty convention and lift a deaf transcriber's piece F1
                     reference.setdefault(key, {})[name] = decode_notes(true_onsets[row], true_frames[row], onset_threshold=0.5, frame_threshold=0.5, frames_per_second=config.audio.fps)
                     estimate.setdefault(key, {})[name] = decode_notes(onset[row], frame[row], onset_threshold=t.onset_threshold, frame_threshold=t.frame_threshold, frames_per_second=config.audio.fps)
             if "magnitude" in out:
                 mixture = batch["mixture"].repeat_interleave(k, 0)
                 stems = batch["stems"].flatten(0, 1)
                 waveform = with_mixture_phase(out["magnitude"], mixture, config.audio.n_fft, config.audio.hop_length)
-                present = batch["present"].gather(1, batch["instrument"]).flatten().bool().cpu().numpy()
                 # SDR of the estimate and its gain over the mixture used as the estimate, for instruments that play
                 estimated, baseline = sdr(waveform[present], stems[present]), sdr(mixture[present], stems[present])
                 # the fixed examples know their piece; hand-made batches count each example as one
