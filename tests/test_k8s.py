@@ -39,7 +39,8 @@ CRDS = Path(__file__).parents[2] / "shared/reference/kuberay-crds"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}
 OVERLAYS = ("dev", "gpu")
 K8S_VERSION = "1.33"  # a version kubernetes-validate ships offline schemas for; KubeRay v1.7 supports it
-TEMPLATES = {"ablation-masks", "ablation-beta", "property-prediction", "benchmark-refresh"}
+# a template RayJob per experiment script, named after it
+TEMPLATES = {script.stem.replace("_", "-") for script in (REPO / "experiments").glob("*.py")}
 RAY_ENV = {"PARTITA_HOME": "/mnt/partita", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|API_?KEY", re.I)
 
@@ -392,6 +393,10 @@ def test_template_rayjobs(overlay):
         assert len(name) <= 41, f"{name}: launched copies get 6 more characters; KubeRay allows 47"
     preset = "cpu" if overlay == "dev" else "paper"
     assert jobs["ablation-masks"]["spec"]["entrypoint"] == f"python experiments/ablation_masks.py --preset {preset} --dataset jsb-multi"
+    for name, job in jobs.items():  # each runs its own script, at the overlay's scale
+        words = shlex.split(job["spec"]["entrypoint"])
+        assert words[1] == f"experiments/{name.replace('-', '_')}.py", name
+        assert name == "benchmark-refresh" or words[words.index("--preset") + 1] == preset, name
 
 
 @pytest.mark.parametrize("target", ["gpu", "dev+raycronjob"])
@@ -462,7 +467,7 @@ def test_entrypoints_name_experiment_scripts_whose_options_parse():
         }
     )
     scripts = {shlex.split(e)[1] for e in entrypoints}
-    assert {"experiments/ablation_masks.py", "experiments/ablation_beta.py", "experiments/property_prediction.py", "experiments/benchmark_refresh.py"} <= scripts
+    assert scripts == {f"experiments/{script.name}" for script in (REPO / "experiments").glob("*.py")}  # every script has its RayJob
     failures = []
     for entrypoint in entrypoints:
         words = shlex.split(entrypoint)
