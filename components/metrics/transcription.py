@@ -131,6 +131,14 @@ class TranscriptionReport:
             for field, value in scores._asdict().items()
         }
 
+    def f1s(self, prefix: str, aggregations: tuple[str, ...] = ("flat", "piece", "instrument")) -> dict[str, float]:
+        """The F1 values of `metrics` named for logging, e.g. prefix "t_" -> "t_piece_note_offset_f1"."""
+        return {
+            f"{prefix}{aggregation}_{criterion}_f1": scores.f1
+            for aggregation in aggregations
+            for criterion, scores in getattr(self, aggregation).items()
+        }
+
 
 def evaluate_notes(
     reference: Mapping[Hashable, Mapping[str, object]],

@@ -272,7 +272,7 @@ class Jointist(ModelFamily):
             metrics.update({f"ir_{name}": value for name, value in recognition.items()})
         if reference:
             report = evaluate_notes(reference, estimate)
-            metrics.update({f"t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.endswith("/f1")})
+            metrics.update(report.f1s("t_"))
             # threshold-free, beside the chance level of a transcriber deaf to the audio
             for roll, pairs in cells.items():
                 ap, chance = frame_average_precision(*(np.stack(side) for side in zip(*pairs)))

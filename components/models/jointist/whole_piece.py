@@ -75,10 +75,9 @@ def evaluate_whole_pieces(model, pieces: Iterable[Piece], recognizer=None) -> tu
         metrics |= {f"ir_{name}": value for name, value in instrument_recognition_scores(np.array(scores), np.array(labels)).items()}
     if reference_notes:
         report = evaluate_notes(reference_notes, estimated_notes)
-        metrics |= {f"t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.endswith("/f1")}
+        metrics |= report.f1s("t_")
     if heard_notes:
-        report = evaluate_notes(reference_notes, heard_notes)
-        metrics |= {f"i_t_{name.replace('/', '_')}": value for name, value in report.metrics().items() if name.startswith("flat/") and name.endswith("/f1")}
+        metrics |= evaluate_notes(reference_notes, heard_notes).f1s("i_t_", aggregations=("flat",))
     if separated:
         by = aggregate((piece, name, value) for piece, name, value, _ in separated)
         metrics |= {"sdr": by.by_source.mean, "sdr_instrument": by.by_instrument.mean, "sdr_piece": by.by_piece.mean}
