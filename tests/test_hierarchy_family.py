@@ -68,6 +68,15 @@ def test_examples_mix_every_stem_and_target_the_submixes_of_the_path():
     np.testing.assert_allclose(single[1]["sources"][0], pcm[:3, segment : 2 * segment].sum(0), atol=1e-6)
 
 
+def test_a_segment_the_group_fills_alone_is_no_example():
+    """Where nothing outside the group plays, the group is the mixture: nothing to separate, and SI-SDRi near -100 dB."""
+    segment = int(RATE * SECONDS)
+    stems = tones(3 * segment)
+    stems[3, segment : 2 * segment] = 0  # the bass, the only stem outside the group, rests in the second segment
+    for config in (HierarchicalConfig(**SMALL), HierarchicalConfig(**SMALL, levels="single")):
+        assert [int(e["start"]) for e in hierarchy_examples(piece(stems), LEAVES, config)] == [0, 2 * segment]
+
+
 def test_the_model_featurises_the_levels_it_is_given():
     _, config, model = tiny()
     assert config.nodes == ("clean guitars", "guitars", "strings and keys")
