@@ -175,6 +175,10 @@ def test_analyse_a_recording_gives_instruments_midi_and_stems():
     # one run of onset frames is one note: MIDI 60 through both clips (2 x 50 frames at 100/s), joined without a gap
     assert [(n.pitch, n.start, n.end) for n in piano] == [(60, 0.0, 1.0)]
     assert set(result.stems) == {"Piano", "Drums"} and all(len(s) == 1300 and np.isfinite(s).all() for s in result.stems.values())
+    notes_only = analyse(None, rigged_performer(), WAVEFORM, instruments=["Bass"], separate=False)  # the i- rows' extra instruments
+    assert notes_only.stems == {} and [tuple(note) for note in notes_only.notes["Bass"]] == [(0.0, 1.0, 60.0)]
+    with pytest.raises(ValueError, match="separate=False asks for f_T's notes alone"):
+        analyse(None, JOINTIST.build(config(schedule="separation", **CLIP), None).eval(), WAVEFORM, separate=False)
     upper_bound = JOINTIST.build(config(schedule="separation_true_rolls", **CLIP), None).eval()
     with pytest.raises(PartitaError, match=r"ground-truth rolls \(the upper bound\) cannot be applied to audio alone; fix: apply a joint"):
         analyse(rigged_recognizer(), upper_bound, WAVEFORM)

@@ -67,13 +67,17 @@ def analyse(
     threshold: float = THRESHOLD,
     instruments: list[str] | None = None,
     true_frames: dict[str, np.ndarray] | None = None,
+    separate: bool = True,
 ) -> Analysis:
     """`recognizer` has f_IR, `performer` f_T and/or f_MSS (either may be None, not both); eval mode, at the recording's rate.
     `instruments`: the performer is asked about these and they are the answer (teacher forcing, as the paper's rows
     without the i- prefix are scored), whatever f_IR says. `true_frames`: each of them's 0/1 frame roll [88, frames]
-    over the recording, from its score, for a separator trained on ground-truth rolls (the upper bound)."""
+    over the recording, from its score, for a separator trained on ground-truth rolls (the upper bound).
+    `separate` False: the performer's f_T alone, when only its notes are wanted."""
     if recognizer is None and performer is None:
         raise ValueError("analyse needs f_IR, f_T or f_MSS: pass a recognizer or a performer")
+    if not separate and (performer is None or performer.transcriber is None):
+        raise ValueError("separate=False asks for f_T's notes alone: pass a performer with f_T")
     if performer is not None and performer.config.schedule == "separation_true_rolls" and (true_frames is None or instruments is None):
         raise PartitaError(
             "a separator trained on ground-truth rolls (the upper bound) cannot be applied to audio alone",
@@ -108,7 +112,7 @@ def analyse(
                 t = performer.config.transcriber
                 join = lambda roll: roll.permute(1, 0, 2).reshape(roll.shape[1], -1).numpy()  # noqa: E731 [clips, 88, T] -> [88, clips * T]
                 notes[name] = decode_notes(join(onset), join(frame), onset_threshold=t.onset_threshold, frame_threshold=t.frame_threshold, frames_per_second=audio_config.fps)
-            if performer.separator is not None:
+            if performer.separator is not None and separate:
                 if true_frames is not None:
                     roll = clip_rolls(true_frames[name], len(batch), frames_per_clip)
                 elif performer.separator.roll_to_bins is not None:

@@ -58,7 +58,7 @@ def evaluate_whole_pieces(model, pieces: Iterable[Piece], recognizer=None) -> tu
             if recognizer is not None:
                 heard = analyse(recognizer, None, mixture).instruments
                 unasked = [name for name in heard if name not in result.notes]  # f_T's notes of an instrument do not depend on the others asked
-                found = result.notes | (analyse(None, model, mixture, instruments=unasked).notes if unasked else {})
+                found = result.notes | (analyse(None, model, mixture, instruments=unasked, separate=False).notes if unasked else {})
                 heard_notes[piece.name] = {name: found[name] for name in heard}
                 row["recognised"] = heard
             for name, stem in result.stems.items():
