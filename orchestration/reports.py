@@ -88,9 +88,12 @@ def comparison_table(result: SweepResult, config: ExperimentConfig, paper: dict 
 
 
 def _effective(base: dict, values: dict[str, Any]) -> dict[str, Any]:
+    """A cell's flat config as its trials ran it: the base, its variant's overrides, its swept values (the variant's
+    name stays, for paper rows keyed by it)."""
     from orchestration.config import flatten
 
-    return flatten(base) | values
+    variant = (base.get("sweep", {}).get("variants") or {}).get(values.get("variant"), {})
+    return flatten(base) | flatten(variant) | values
 
 
 def _paper_row(paper: dict | None, dataset: str, effective: dict[str, Any]) -> tuple[str | None, dict]:

@@ -184,6 +184,10 @@ def test_the_ablation_loads_every_preset_and_each_cell_is_a_valid_config(preset)
             # each cell finds its own row of Table 2.3
             label, _ = _paper_row(paper, "slakh-like", _effective(config.to_dict(), values))
             assert label == f"{conditioning.upper()} multi-level, {'constraint' if constraint == 'max' else 'no constraint'}"
+    # a variant the paper does not name finds the row of the cell its overrides make, not the base config's
+    tree = config.to_dict()
+    tree["sweep"]["variants"] = {"my QBE": {"model.conditioning": "qbe", "model.hierarchy_constraint": "max"}}
+    assert _paper_row(paper, "slakh-like", _effective(tree, {"variant": "my QBE"}))[0] == "QBE multi-level, constraint"
 
 
 @pytest.mark.parametrize(
