@@ -9,9 +9,10 @@ The family (`HIERARCHICAL`) trains both on the chapter's examples, which it make
 (`example_maker`): every stem of a piece mixed, the targets the submixes of the path's nodes (each
 stem joins the nodes above its hierarchy leaf, as the built set labels it), a segment kept when the
 leaf and the stems outside its group are above min_dbfs and, for multi-level models, a sibling or
-cousin stem is too. An SSS example targets the configured leaf's path; a QBE example targets the path of any leaf salient in the segment
-and carries a query: a clip of that leaf from another piece of the same split, drawn from a small
-pool of int16 clips made once per set and recipe and cached (`query_pool`, `query_pools`).
+cousin stem is too. An SSS example targets the configured leaf's path; a QBE example targets the path
+of any leaf salient in the segment and carries a query: a clip of that leaf from another piece of the
+same split, drawn from a small pool of int16 clips made once per set and recipe and cached
+(`query_pool`, `query_pools`).
 """
 
 from __future__ import annotations
